@@ -1,0 +1,1 @@
+"""retrodraft: lossless, model-free tree speculative decoding for Hugging Face causal LMs."""

@@ -1,0 +1,1 @@
+"""Drafters: training-free guessers of what the model will say next."""
