@@ -1,0 +1,21 @@
+"""User-facing errors. Each message says what was wrong and how to fix it.
+
+Every error retrodraft raises on bad input derives from :class:`RetroDraftError`, so callers
+(and the CLI, which turns them into one line on stderr) can catch them all at once.
+"""
+
+from __future__ import annotations
+
+__all__ = ["RetroDraftError", "UnsupportedModelError", "ConfigError"]
+
+
+class RetroDraftError(Exception):
+    """Base class of every error retrodraft raises on purpose."""
+
+
+class UnsupportedModelError(RetroDraftError, ValueError):
+    """The model, its attention kernel or the requested generation mode cannot be drafted for."""
+
+
+class ConfigError(RetroDraftError, ValueError):
+    """An argument is out of range or unknown (a budget, a drafter name, a preset)."""
