@@ -1,1 +1,31 @@
-"""retrodraft: lossless, model-free tree speculative decoding for Hugging Face causal LMs."""
+"""retrodraft: lossless, model-free tree speculative decoding for Hugging Face causal LMs.
+
+    import retrodraft
+    from retrodraft import RetroDraft
+    out = model.generate(input_ids, max_new_tokens=256, assistant=RetroDraft())
+
+Importing the package routes ``generate`` calls whose ``assistant`` is a :class:`RetroDraft`
+to retrodraft's loop; every other call is left to transformers untouched. Without the hook,
+:func:`retrodraft.generate` does the same.
+"""
+
+from .assistant import RetroDraft, Stats
+from .drafters import Drafter, make_drafter
+from .errors import ConfigError, RetroDraftError, UnsupportedModelError
+from .generate import _install_hook, generate
+from .tree import DraftTree
+
+__version__ = "0.1.0"
+__all__ = [
+    "RetroDraft",
+    "Stats",
+    "generate",
+    "Drafter",
+    "DraftTree",
+    "make_drafter",
+    "RetroDraftError",
+    "ConfigError",
+    "UnsupportedModelError",
+]
+
+_install_hook()

@@ -1,1 +1,28 @@
-"""Drafters: training-free guessers of what the model will say next."""
+"""Drafters: training-free guessers of what the model will say next, one file each.
+
+Names are stable public API: ``"recycling"`` (Token Recycling) and ``"lookup"`` (prompt lookup
+that branches over several matches).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ..errors import ConfigError
+from .base import Drafter
+
+__all__ = ["Drafter", "DRAFTERS", "make_drafter"]
+
+#: name -> "module:Class", imported on first use.
+DRAFTERS: dict[str, str] = {
+    "recycling": "retrodraft.drafters.recycling:TokenRecycling",
+    "lookup": "retrodraft.drafters.lookup:PromptLookup",
+}
+
+
+def make_drafter(name: str, **kwargs) -> Drafter:
+    """A new drafter by its public name, e.g. ``make_drafter("recycling", k=8)``."""
+    if not isinstance(name, str) or name not in DRAFTERS:
+        raise ConfigError(f"unknown drafter {name!r}; known drafters: {', '.join(sorted(DRAFTERS))}.")
+    module, cls = DRAFTERS[name].split(":")
+    return getattr(importlib.import_module(module), cls)(**kwargs)

@@ -1,0 +1,160 @@
+"""RetroDraft: the object users pass as ``generate(..., assistant=RetroDraft())``.
+
+It owns the drafters, the node budget and the statistics of the last call. Each step it asks
+every drafter for a tree, fuses the trees by longest-prefix matching, keeps the best-scored
+nodes within the budget, and after verification feeds the verdict back to every drafter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .drafters import Drafter, make_drafter
+from .errors import ConfigError
+from .tree import DraftTree
+
+__all__ = ["RetroDraft", "Stats", "BUDGET_PRESETS", "DEFAULT_DRAFTERS", "MAX_BUDGET"]
+
+#: Draft nodes per step by device and dtype. A tree's cost differs wildly by device: on the
+#: 2-core CPU of ../shared/MODELS.md a 16-token float32 pass costs ~2x one token, a bfloat16 one
+#: ~1.3x, and on a GPU ~1x up to 64 tokens.
+BUDGET_PRESETS: dict[str, int] = {"cpu-float32": 8, "cpu-bfloat16": 24, "gpu": 64}
+DEFAULT_DRAFTERS: tuple[str, ...] = ("recycling", "lookup")
+MAX_BUDGET = 1024
+
+
+@dataclass
+class Stats:
+    """What one ``generate`` call did, for benchmarks and curious users.
+
+    Attributes:
+        steps: verification passes (the prefill is not one).
+        new_tokens: tokens generated, the prefill's first token included.
+        accepted: tokens committed by each step (accepted drafts plus the bonus token).
+        tree_sizes: nodes verified by each step (root included).
+        draft_s / verify_s / bookkeeping_s: seconds drafting (propose + observe), in the
+            model's tree pass, and in acceptance, cache compaction and stopping checks.
+        prefill_s / wall_s: seconds for the prefill and the whole call.
+    """
+
+    steps: int = 0
+    new_tokens: int = 0
+    accepted: list[int] = field(default_factory=list)
+    tree_sizes: list[int] = field(default_factory=list)
+    draft_s: float = 0.0
+    verify_s: float = 0.0
+    bookkeeping_s: float = 0.0
+    prefill_s: float = 0.0
+    wall_s: float = 0.0
+
+    @property
+    def mean_accepted(self) -> float:
+        """Mean tokens committed per verification step (the bonus token counted)."""
+        return float(np.mean(self.accepted)) if self.accepted else 0.0
+
+    @property
+    def mean_tree_size(self) -> float:
+        return float(np.mean(self.tree_sizes)) if self.tree_sizes else 0.0
+
+    def record_step(self, tree_size: int, committed: int, draft_s: float, verify_s: float, bookkeeping_s: float) -> None:
+        self.steps += 1
+        self.tree_sizes.append(tree_size)
+        self.accepted.append(committed)
+        self.draft_s += draft_s
+        self.verify_s += verify_s
+        self.bookkeeping_s += bookkeeping_s
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["mean_accepted"] = self.mean_accepted
+        d["mean_tree_size"] = self.mean_tree_size
+        return d
+
+
+class RetroDraft:
+    """Model-free drafting for ``model.generate(..., assistant=RetroDraft())``.
+
+    Args:
+        drafters: drafter names (``"recycling"``, ``"lookup"``) or :class:`Drafter` instances;
+            default :data:`DEFAULT_DRAFTERS`. Their trees are fused each step.
+        budget: draft nodes per step (root excluded), 0..``MAX_BUDGET``, or ``"auto"`` to pick
+            from :data:`BUDGET_PRESETS` by the model's device and dtype.
+
+    Drafter state persists across calls (a warm start); :meth:`reset` forgets it.
+    ``stats`` describes the most recent call.
+    """
+
+    def __init__(self, drafters: Sequence[str | Drafter] | None = None, budget: int | str = "auto") -> None:
+        names = list(DEFAULT_DRAFTERS) if drafters is None else list(drafters)
+        if isinstance(drafters, (str, Drafter)):
+            names = [drafters]
+        if not names:
+            raise ConfigError("RetroDraft needs at least one drafter, e.g. drafters=['recycling'].")
+        self.drafters: list[Drafter] = [d if isinstance(d, Drafter) else make_drafter(d) for d in names]
+        self.budget = _check_budget(budget)
+        self.stats = Stats()
+        self._vocab_size: int | None = None
+
+    def __repr__(self) -> str:
+        return f"RetroDraft(drafters={[d.name for d in self.drafters]!r}, budget={self.budget!r})"
+
+    # ------------------------------------------------------------------ per call
+    def budget_for(self, model: torch.nn.Module) -> int:
+        """The node budget this call will use on ``model``."""
+        if self.budget != "auto":
+            return int(self.budget)
+        device = next(model.parameters()).device
+        if device.type != "cpu":
+            return BUDGET_PRESETS["gpu"]
+        return BUDGET_PRESETS["cpu-bfloat16" if model.dtype in (torch.bfloat16, torch.float16) else "cpu-float32"]
+
+    def begin(self, prompt: np.ndarray, vocab_size: int, model: torch.nn.Module | None = None) -> Stats:
+        """Start a call: fresh statistics, drafters told about the prompt."""
+        self.stats = Stats()
+        self._vocab_size = vocab_size
+        for d in self.drafters:
+            d.begin(prompt, vocab_size)
+        return self.stats
+
+    def draft(self, context: np.ndarray, budget: int, max_depth: int | None = None) -> DraftTree:
+        """Fuse every drafter's proposal into one tree of at most ``budget`` draft nodes.
+
+        Args:
+            context: ``(seq_len,)`` ids so far; the last one is the root.
+            budget: draft nodes allowed below the root.
+            max_depth: drop nodes deeper than this (tokens that could never be kept).
+        """
+        root = int(context[-1])
+        if budget <= 0 or (max_depth is not None and max_depth <= 0):
+            return DraftTree.root_only(root)
+        tree = None
+        for d in self.drafters:
+            t = d.propose(context, budget)
+            tree = t if tree is None else tree.merge(t)
+        if max_depth is not None and tree.max_depth > max_depth:
+            tree = tree.select(np.flatnonzero(tree.depths <= max_depth))
+        return tree.prune(budget)
+
+    def observe(self, tree: DraftTree, accepted: np.ndarray, logits: torch.Tensor) -> None:
+        """Feed one verification's outcome to every drafter."""
+        for d in self.drafters:
+            d.observe(tree, accepted, logits)
+
+    def reset(self) -> None:
+        """Forget all drafter state (cold start)."""
+        for d in self.drafters:
+            d.reset()
+
+
+def _check_budget(budget: int | str) -> int | str:
+    if budget == "auto":
+        return budget
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
+        raise ConfigError(f"budget must be an integer from 0 to {MAX_BUDGET} or 'auto', got {budget!r}.")
+    if not 0 <= int(budget) <= MAX_BUDGET:
+        raise ConfigError(f"budget must be from 0 to {MAX_BUDGET} draft nodes, got {budget}.")
+    return int(budget)
