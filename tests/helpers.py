@@ -10,6 +10,7 @@ from retrodraft.drafters.base import Drafter
 from retrodraft.tree import DraftTree
 
 ARCHS = ("llama", "qwen2", "mistral")
+SEEDS = {"llama": 0, "qwen2": 1, "mistral": 2}
 
 
 def tiny_model(arch: str = "llama", vocab: int = 96, seed: int = 0, dtype=torch.float32, attn="sdpa", **over):
@@ -24,9 +25,11 @@ def tiny_model(arch: str = "llama", vocab: int = 96, seed: int = 0, dtype=torch.
         num_key_value_heads=2,
         max_position_embeddings=1024,
         bos_token_id=0,
-        eos_token_id=1,
+        eos_token_id=95,
         pad_token_id=2,
         tie_word_embeddings=False,
+        # Wide initial weights keep a random model from collapsing into one repeated token.
+        initializer_range=0.3,
     )
     if arch == "mistral":
         kw["sliding_window"] = 4096
@@ -34,9 +37,8 @@ def tiny_model(arch: str = "llama", vocab: int = 96, seed: int = 0, dtype=torch.
     config = AutoConfig.for_model(arch, **kw)
     model = AutoModelForCausalLM.from_config(config, attn_implementation=attn, dtype=dtype)
     model.generation_config.pad_token_id = 2
-    # Sharpen the random model so greedy paths are not all near-ties.
-    with torch.no_grad():
-        model.lm_head.weight.mul_(8.0)
+    # No EOS by default: random weights would stop at it by chance; tests that want one pass it.
+    model.generation_config.eos_token_id = None
     return model.eval()
 
 
