@@ -105,12 +105,16 @@ def _take_stop_strings(model, tokenizer, kwargs: dict) -> dict:
 
 
 def _check_call(input_ids: torch.Tensor, generation_config: GenerationConfig, model_kwargs: dict) -> None:
+    if generation_config.num_beams != 1:
+        raise UnsupportedModelError("beam search cannot be combined with a retrodraft assistant (num_beams must be 1).")
+    if (generation_config.num_return_sequences or 1) != 1:
+        raise UnsupportedModelError(
+            "retrodraft returns one sequence per call (num_return_sequences must be 1); call generate repeatedly."
+        )
     if input_ids.shape[0] != 1:
         raise UnsupportedModelError(
             f"retrodraft decodes one sequence at a time (batch size 1), got batch size {input_ids.shape[0]}."
         )
-    if generation_config.num_beams != 1:
-        raise UnsupportedModelError("beam search cannot be combined with a retrodraft assistant (num_beams must be 1).")
     if generation_config.output_attentions or generation_config.output_hidden_states:
         raise UnsupportedModelError(
             "output_attentions / output_hidden_states are not available with a retrodraft assistant."

@@ -195,3 +195,45 @@ def test_state_persists_across_calls_and_reset_clears_it():
     a.reset()
     model.generate(ids, max_new_tokens=30, do_sample=False, assistant=a)
     assert a.stats.mean_accepted == pytest.approx(cold)
+
+
+# ---------------------------------------------------------------- refusals, each with its message
+def test_flash_attention_is_refused_with_the_fix():
+    model = tiny_model("llama")
+    model.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(retrodraft.UnsupportedModelError, match=r"flash_attention_2.*attn_implementation='sdpa'"):
+        model.generate(_prompt(), max_new_tokens=4, assistant=RetroDraft())
+
+
+def test_batches_are_refused():
+    model = tiny_model("llama")
+    with pytest.raises(retrodraft.UnsupportedModelError, match="batch size 1"):
+        model.generate(torch.cat([_prompt(1), _prompt(2)]), max_new_tokens=4, assistant=RetroDraft())
+
+
+def test_beam_search_is_refused():
+    model = tiny_model("llama")
+    with pytest.raises(retrodraft.UnsupportedModelError, match="num_beams"):
+        model.generate(_prompt(), max_new_tokens=4, num_beams=2, assistant=RetroDraft())
+
+
+def test_padded_prompts_are_refused():
+    model = tiny_model("llama")
+    mask = torch.ones(1, 12, dtype=torch.long)
+    mask[0, 0] = 0
+    with pytest.raises(retrodraft.UnsupportedModelError, match="unpadded"):
+        model.generate(_prompt(), attention_mask=mask, max_new_tokens=4, assistant=RetroDraft())
+
+
+def test_a_sliding_window_that_would_slide_is_refused():
+    from retrodraft.cache import UnsupportedCacheError
+
+    model = tiny_model("mistral", sliding_window=24)
+    with pytest.raises(UnsupportedCacheError, match="sliding window of 24"):
+        model.generate(_prompt(), max_new_tokens=30, assistant=RetroDraft(budget=4))
+
+
+def test_assisted_generation_arguments_are_refused():
+    model = tiny_model("llama")
+    with pytest.raises(retrodraft.UnsupportedModelError, match="prompt_lookup_num_tokens"):
+        model.generate(_prompt(), max_new_tokens=4, prompt_lookup_num_tokens=3, assistant=RetroDraft())
