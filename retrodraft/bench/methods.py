@@ -1,0 +1,85 @@
+"""The decoding methods the suite compares, each one ``generate`` call on the same model.
+
+Names (``--methods``):
+
+- ``greedy``: plain ``model.generate``; every ratio divides by it.
+- ``pld``: transformers' prompt lookup decoding (``prompt_lookup_num_tokens=10``,
+  ``max_matching_ngram_size=2``, transformers' documented defaults).
+- ``assisted``: transformers' assisted generation with a draft model (``--draft-model``).
+- ``retrodraft:SPEC``: retrodraft with ``SPEC`` = ``default`` or drafter names joined by ``+``,
+  optionally ``@BUDGET`` (``retrodraft:recycling+lookup@16``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..assistant import RetroDraft
+from ..errors import ConfigError
+
+__all__ = ["Method", "make_method"]
+
+
+@dataclass
+class Method:
+    """A named way to call ``generate``.
+
+    Attributes:
+        name: as given on the command line.
+        kwargs: extra ``generate`` arguments.
+        assistant: the RetroDraft instance (kept across prompts: a warm start), if any.
+    """
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    assistant: RetroDraft | None = None
+
+    def generate(self, model, ids: torch.Tensor, **gen_kwargs) -> torch.Tensor:
+        kw = {**gen_kwargs, **self.kwargs}
+        if self.assistant is not None:
+            kw["assistant"] = self.assistant
+        return model.generate(ids, **kw)
+
+    def step_stats(self) -> dict | None:
+        """Statistics of the last call (retrodraft only)."""
+        if self.assistant is None:
+            return None
+        s = self.assistant.stats
+        return {
+            "steps": s.steps,
+            "accepted": list(s.accepted),
+            "tree_sizes": list(s.tree_sizes),
+            "draft_s": s.draft_s,
+            "verify_s": s.verify_s,
+            "bookkeeping_s": s.bookkeeping_s,
+            "prefill_s": s.prefill_s,
+        }
+
+    def reset(self) -> None:
+        if self.assistant is not None:
+            self.assistant.reset()
+
+
+def make_method(name: str, draft_model=None) -> Method:
+    """A :class:`Method` from its command-line name (see the module docstring)."""
+    if name == "greedy":
+        return Method(name)
+    if name == "pld":
+        return Method(name, {"prompt_lookup_num_tokens": 10, "max_matching_ngram_size": 2})
+    if name == "assisted":
+        if draft_model is None:
+            raise ConfigError("method 'assisted' needs a draft model: pass --draft-model NAME.")
+        return Method(name, {"assistant_model": draft_model})
+    if name.startswith("retrodraft"):
+        spec = name.partition(":")[2] or "default"
+        spec, _, budget = spec.partition("@")
+        drafters = None if spec == "default" else spec.split("+")
+        try:
+            b: int | str = int(budget) if budget else "auto"
+        except ValueError:
+            raise ConfigError(f"bad budget in method {name!r}: {budget!r} is not an integer") from None
+        return Method(name, assistant=RetroDraft(drafters=drafters, budget=b))
+    raise ConfigError(f"unknown method {name!r}; use greedy, pld, assisted or retrodraft[:DRAFTERS[@BUDGET]].")

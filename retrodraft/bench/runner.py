@@ -1,0 +1,160 @@
+"""Run every method on every prompt, interleaved, and store every raw figure.
+
+Protocol: one warm-up call per method (excluded); then for each prompt, each method in turn
+(the order rotated prompt by prompt, so drift and cache effects hit all methods alike). Drafter
+state persists across prompts as in the papers unless ``cold`` resets it before each prompt.
+Results are written after every prompt, so an interrupted run keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .data import Prompt
+from .methods import Method
+
+__all__ = ["RunConfig", "run", "environment"]
+
+
+@dataclass
+class RunConfig:
+    """What to run. ``methods`` must include ``greedy`` (the baseline)."""
+
+    model: str
+    dtype: str
+    methods: list[str]
+    max_new_tokens: int = 256
+    threads: int | None = None
+    cold: bool = False
+    temperature: float = 0.0
+    seed: int = 0
+    draft_model: str | None = None
+    command: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def _encode(tok, prompt: Prompt, history: list[tuple[str, str]], turn: str) -> torch.Tensor:
+    if not prompt.chat:
+        return tok(turn, return_tensors="pt").input_ids
+    msgs = []
+    for q, a in history:
+        msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    msgs.append({"role": "user", "content": turn})
+    enc = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    return enc["input_ids"]
+
+
+def run_prompt(model, tok, prompt: Prompt, method: Method, gen_kwargs: dict) -> dict:
+    """All turns of one prompt with one method: tokens, seconds and drafting statistics."""
+    history: list[tuple[str, str]] = []
+    turns = []
+    for turn in prompt.turns:
+        ids = _encode(tok, prompt, history, turn)
+        t0 = time.perf_counter()
+        out = method.generate(model, ids, **gen_kwargs)
+        wall = time.perf_counter() - t0
+        new = out[0, ids.shape[1] :].tolist()
+        turns.append({"prompt_tokens": int(ids.shape[1]), "new_tokens": len(new), "wall_s": wall,
+                      "tokens": new, "stats": method.step_stats()})
+        history.append((turn, tok.decode(new, skip_special_tokens=True)))
+    return {"prompt_id": prompt.id, "category": prompt.category, "method": method.name, "turns": turns}
+
+
+def environment(config: RunConfig, model) -> dict:
+    """Everything needed to know where a figure came from."""
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                    text=True, cwd=Path(__file__).parent).stdout.strip())
+    except OSError:
+        commit, dirty = "", False
+    import transformers
+
+    from .. import models
+
+    model_hash = None
+    try:
+        model_hash = models.spec(config.model).sha256
+    except Exception:  # a local folder: no registry hash
+        model_hash = None
+    return {
+        "command": config.command,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "device": str(model.device),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "model": config.model,
+        "model_sha256": model_hash,
+        "dtype": config.dtype,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def run(config: RunConfig, prompts: list[Prompt], model, tok, methods: list[Method], out_dir: Path,
+        progress: bool = True) -> dict:
+    """Measure ``methods`` on ``prompts``; write and return the raw results."""
+    from tqdm.auto import tqdm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    gen_kwargs: dict = {"max_new_tokens": config.max_new_tokens}
+    if config.temperature > 0:
+        gen_kwargs.update(do_sample=True, temperature=config.temperature)
+    else:
+        gen_kwargs.update(do_sample=False)
+    if tok.pad_token_id is None:
+        gen_kwargs["pad_token_id"] = tok.eos_token_id
+
+    results = {"config": config.__dict__, "environment": environment(config, model), "records": []}
+
+    warm = Prompt(id="warmup", category="warmup", turns=["def add(a, b):\n"], chat=False)
+    for m in methods:
+        run_prompt(model, tok, warm, m, {**gen_kwargs, "max_new_tokens": 8})
+
+    bar = tqdm(total=len(prompts) * len(methods), disable=not progress, unit="run", desc="bench")
+    for i, prompt in enumerate(prompts):
+        order = methods[i % len(methods):] + methods[: i % len(methods)]
+        for m in order:
+            if config.cold:
+                m.reset()
+            if config.temperature > 0:
+                torch.manual_seed(config.seed + i)
+            bar.set_postfix_str(f"{prompt.category} {m.name}")
+            results["records"].append(run_prompt(model, tok, prompt, m, gen_kwargs))
+            bar.update(1)
+        results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        _write(results, out_dir / "results.json")
+    bar.close()
+    results["environment"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    _write(results, out_dir / "results.json")
+    return results
+
+
+def _write(results: dict, path: Path) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(path)
