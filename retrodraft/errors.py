@@ -6,7 +6,14 @@ Every error retrodraft raises on bad input derives from :class:`RetroDraftError`
 
 from __future__ import annotations
 
-__all__ = ["RetroDraftError", "UnsupportedModelError", "ConfigError"]
+__all__ = [
+    "RetroDraftError",
+    "UnsupportedModelError",
+    "ConfigError",
+    "ModelNotFoundError",
+    "FetchError",
+    "ChecksumError",
+]
 
 
 class RetroDraftError(Exception):
@@ -19,3 +26,15 @@ class UnsupportedModelError(RetroDraftError, ValueError):
 
 class ConfigError(RetroDraftError, ValueError):
     """An argument is out of range or unknown (a budget, a drafter name, a preset)."""
+
+
+class ModelNotFoundError(RetroDraftError, LookupError):
+    """A model name is neither in the registry nor a local folder, or it is not fetched yet."""
+
+
+class FetchError(RetroDraftError):
+    """Downloading or converting an embedded model failed (network, pip, disk, missing extras)."""
+
+
+class ChecksumError(FetchError):
+    """The joined GGUF file does not have the sha256 pinned in the registry."""

@@ -1,0 +1,41 @@
+# retrodraft developer tasks. `make test` is what CI runs (.ci/run).
+#
+#   make venv      create .venv and install retrodraft with every extra (idempotent)
+#   make models    fetch the small real model (smollm2-135m) into the cache if missing
+#   make test      fast tests (not marked slow); make test-all runs everything
+#   make demo      plain vs RetroDraft generation on a few prompts
+#   make bench     the benchmark suite (not yet available)
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.retrodraft-installed
+
+.PHONY: venv models test test-all demo bench
+
+venv: $(STAMP)
+
+# torch first, pinned: 2.13.0 is the local CPU build; an unpinned torch pulls a multi-GB CUDA one.
+# The stamp is rebuilt (and the install re-run) whenever pyproject.toml changes.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install -e '.[models,index,bench,test]'
+	touch $@
+
+models: venv
+	@$(VENV)/bin/retrodraft models path smollm2-135m >/dev/null 2>&1 \
+		|| $(VENV)/bin/retrodraft models fetch smollm2-135m
+
+test: venv models
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: venv models
+	$(PY) -m pytest -q
+
+demo: venv models
+	$(VENV)/bin/retrodraft demo
+
+bench:
+	@echo "make bench: the benchmark suite is not available yet" >&2
+	@exit 1

