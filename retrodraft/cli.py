@@ -131,8 +131,65 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_cmd_demo)
 
 
-# Help order. Later: bench, index, calibrate.
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models, _add_demo]
+def _csv(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from retrodraft.bench import bench
+
+    sweep = [int(x) for x in _csv(args.sweep)] if args.sweep else None
+    report = bench(
+        model=args.model, dtype=args.dtype, suites=_csv(args.suite), per_category=args.per_category,
+        humaneval_n=args.humaneval, methods=_csv(args.methods), sweep=sweep, max_new_tokens=args.max_new_tokens,
+        threads=args.threads, cold=args.cold, temperature=args.temperature, draft_model=args.draft_model,
+        out=args.out, progress=not args.quiet, plots=not args.no_plots,
+    )
+    print(report.read_text())
+    print(f"written: {report.parent}/ (results.json, report.md, *.png)")
+    return 0
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="benchmark retrodraft against plain generate, prompt lookup and assisted generation",
+        description="Run every method on the same model, prompts, dtype and threads, interleaved prompt by "
+                    "prompt, and write results.json (every raw figure + environment), report.md and plots. "
+                    "Methods: greedy (the baseline), pld (transformers' prompt lookup), assisted (transformers' "
+                    "assisted generation with --draft-model), retrodraft[:DRAFTERS][@BUDGET] "
+                    "(e.g. retrodraft:recycling+lookup@16).",
+        epilog="examples:\n"
+               "  retrodraft bench --model smollm2-135m --suite humaneval --per-category 10 \\\n"
+               "      --methods greedy,pld,retrodraft:recycling,retrodraft:lookup,retrodraft:default\n"
+               "  retrodraft bench --model qwen2.5-coder-1.5b --dtype bfloat16 --suite spec-bench,humaneval \\\n"
+               "      --methods greedy,pld,assisted,retrodraft:default --draft-model qwen2.5-coder-0.5b\n"
+               "  retrodraft bench --model smollm2-135m --suite humaneval --sweep 2,4,8,16,32",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", default="smollm2-135m", help="registry name or model folder (default: %(default)s)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="weight dtype (default: %(default)s)")
+    p.add_argument("--suite", default="spec-bench,humaneval",
+                   help="comma list: spec-bench, humaneval, humaneval-chat, or one Spec-Bench category "
+                        "(default: %(default)s)")
+    p.add_argument("--per-category", type=int, default=10, help="prompts per category (default: %(default)s)")
+    p.add_argument("--humaneval", type=int, default=None, help="HumanEval prompts (default: --per-category)")
+    p.add_argument("--methods", default="greedy,pld,retrodraft:default", help="comma list (default: %(default)s)")
+    p.add_argument("--sweep", default=None, help="comma list of node budgets: adds retrodraft:default@B for each")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="per turn (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--cold", action="store_true", help="reset drafter state before every prompt")
+    p.add_argument("--temperature", type=float, default=0.0, help="> 0 samples instead of greedy decoding")
+    p.add_argument("--draft-model", default=None, help="draft model for the assisted method")
+    p.add_argument("--out", default="benchmarks/results/latest", help="output folder (default: %(default)s)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_cmd_bench)
+
+
+# Help order. Later: index, calibrate.
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models, _add_demo, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,91 @@
+"""The benchmark suite end to end on a tiny random model with a real tokenizer, 2 prompts per category."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from retrodraft import models
+from retrodraft.bench import bench
+from retrodraft.bench.data import SPEC_BENCH_CATEGORIES, humaneval, spec_bench
+from retrodraft.bench.report import summarize, write_report
+from retrodraft.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    src = models.cached_path("smollm2-135m")
+    if src is None:
+        pytest.skip("needs the SmolLM2 tokenizer: run `retrodraft models fetch smollm2-135m`")
+    out = tmp_path_factory.mktemp("tiny")
+    for f in src.iterdir():
+        if f.name.startswith("tokenizer") or f.name.endswith(".jinja") or f.name == "generation_config.json":
+            shutil.copy(f, out / f.name)
+    cfg = AutoConfig.from_pretrained(src)
+    cfg.update(dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                    num_key_value_heads=1, head_dim=16))
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(out)
+    return out
+
+
+def test_spec_bench_has_every_category_and_both_turns():
+    ps = spec_bench(2)
+    assert [p.category for p in ps] == [c for c in SPEC_BENCH_CATEGORIES for _ in range(2)]
+    assert all(len(p.turns) == 2 for p in ps if p.category == "multi-turn")
+    assert {p.meta["source_category"] for p in spec_bench(8, ("multi-turn",))} == {
+        "writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
+
+
+def test_humaneval_is_a_completion_of_the_stub():
+    (p,) = humaneval(1)
+    assert not p.chat and "def " in p.turns[0] and p.id == "humaneval/HumanEval/0"
+
+
+def test_bench_writes_every_file_and_field(tiny_folder, tmp_path):
+    out = tmp_path / "run"
+    report = bench(str(tiny_folder), suites=["spec-bench", "humaneval"], per_category=2, humaneval_n=2,
+                   methods=["greedy", "pld", "retrodraft:lookup", "retrodraft:default@4"], max_new_tokens=12,
+                   out=out, progress=False, command="test")
+    assert report == out / "report.md"
+    for f in ("results.json", "report.md", "speedup.png", "mat.png"):
+        assert (out / f).stat().st_size > 0, f
+    res = json.loads((out / "results.json").read_text())
+    for key in ("command", "cpu", "threads", "torch", "transformers", "dtype", "git_commit", "model"):
+        assert key in res["environment"]
+    n_prompts = 2 * len(SPEC_BENCH_CATEGORIES) + 2
+    assert len(res["records"]) == n_prompts * 4
+    rows = summarize(res)
+    cats = {r["category"] for r in rows}
+    assert cats == set(SPEC_BENCH_CATEGORIES) | {"humaneval", "all"}
+    # ratios come from the raw timings
+    for r in rows:
+        if r["method"] == "retrodraft:lookup" and r["category"] == "qa":
+            recs = [x for x in res["records"] if x["category"] == "qa"]
+            tps = lambda m: sum(t["new_tokens"] for x in recs if x["method"] == m for t in x["turns"]) / sum(
+                t["wall_s"] for x in recs if x["method"] == m for t in x["turns"])
+            assert r["speedup"] == pytest.approx(tps("retrodraft:lookup") / tps("greedy"))
+            assert r["mat"] >= 1.0
+    # float32 retrodraft is exact
+    assert all(r["exact"] == 1.0 for r in rows if r["method"].startswith("retrodraft"))
+
+
+def test_a_method_that_differs_from_greedy_is_flagged(tiny_folder, tmp_path):
+    out = tmp_path / "run"
+    bench(str(tiny_folder), suites=["qa"], per_category=2, methods=["greedy", "retrodraft:lookup"],
+          max_new_tokens=6, out=out, progress=False, plots=False, command="test")
+    res = json.loads((out / "results.json").read_text())
+    for rec in res["records"]:
+        if rec["method"] == "retrodraft:lookup":
+            rec["turns"][0]["tokens"][0] += 1
+    text = write_report(res, out, plots=False).read_text()
+    assert "Output differs from greedy** for: retrodraft:lookup" in text
+
+
+def test_cli_bench_bad_method_is_a_clean_error(tiny_folder, tmp_path, capsys):
+    code = main(["bench", "--model", str(tiny_folder), "--suite", "qa", "--per-category", "1",
+                 "--methods", "greedy,medusa", "--out", str(tmp_path / "x"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown method 'medusa'" in err and "Traceback" not in err
