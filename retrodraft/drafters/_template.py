@@ -75,7 +75,9 @@ def template_paths(template: str | Sequence[Sequence[int]], k: int) -> list[tupl
     """
     if isinstance(template, str):
         if template not in TEMPLATES:
-            raise ConfigError(f"unknown template {template!r}; presets: {', '.join(TEMPLATES)}, or a list of rank paths.")
+            raise ConfigError(
+                f"unknown template {template!r}; presets: {', '.join(TEMPLATES)}, or a list of rank paths."
+            )
         paths = [p for p in TEMPLATES[template] if max(p) < k]
         # Keep only paths whose prefixes survived the rank filter.
         kept: set[tuple[int, ...]] = {()}

@@ -173,9 +173,9 @@ class PromptLookup(Drafter):
     name = "lookup"
 
     def __init__(self, max_ngram: int = 8, min_ngram: int = 1, max_matches: int = 8) -> None:
-        for arg, value, low in (("max_ngram", max_ngram, 1), ("min_ngram", min_ngram, 1), ("max_matches", max_matches, 1)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ConfigError(f"{arg} must be an integer >= {low}, got {value!r}.")
+        for arg, value in (("max_ngram", max_ngram), ("min_ngram", min_ngram), ("max_matches", max_matches)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigError(f"{arg} must be an integer >= 1, got {value!r}.")
         if min_ngram > max_ngram:
             raise ConfigError(f"min_ngram ({min_ngram}) must not exceed max_ngram ({max_ngram}).")
         self.max_ngram, self.min_ngram, self.max_matches = int(max_ngram), int(min_ngram), int(max_matches)
@@ -221,5 +221,7 @@ class PromptLookup(Drafter):
             self._weight, self._conf, self._sel_pos, self._sel_w, self._sel_len,
             self._tok, self._par, self._dep, self._sc, self._w, self._best, self._first, self._next,
         )  # fmt: skip
-        tree = DraftTree(self._tok[:size].copy(), self._par[:size].copy(), self._dep[:size].copy(), self._sc[:size].copy())
+        tree = DraftTree(
+            self._tok[:size].copy(), self._par[:size].copy(), self._dep[:size].copy(), self._sc[:size].copy()
+        )
         return tree.prune(budget)

@@ -133,7 +133,10 @@ class TokenRecycling(Drafter):
         top_tok = np.zeros((1, self.k), dtype=np.int32)
         top_prob = np.zeros((1, self.k), dtype=np.float32)
         _write_rows(succ, prob, np.zeros(1, np.int64), np.zeros(1, np.int64), top_tok, top_prob)
-        _fill(succ, prob, self.shrink, 0, self._tpl_parent, self._tpl_rank, self._where, self._tok, self._par, self._dep, self._sc)
+        _fill(
+            succ, prob, self.shrink, 0, self._tpl_parent, self._tpl_rank,
+            self._where, self._tok, self._par, self._dep, self._sc,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ state
     def _allocate(self, vocab_size: int) -> None:
