@@ -89,3 +89,14 @@ def test_cli_bench_bad_method_is_a_clean_error(tiny_folder, tmp_path, capsys):
                  "--methods", "greedy,medusa", "--out", str(tmp_path / "x"), "-q"])
     err = capsys.readouterr().err
     assert code == 2 and "unknown method 'medusa'" in err and "Traceback" not in err
+
+
+def test_sweep_adds_budget_methods_and_a_curve(tiny_folder, tmp_path):
+    out = tmp_path / "sweep"
+    bench(str(tiny_folder), suites=["humaneval"], per_category=2, methods=["greedy"], sweep=[2, 8],
+          max_new_tokens=8, out=out, progress=False, command="test")
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["methods"] == ["greedy", "retrodraft:default@2", "retrodraft:default@8"]
+    assert (out / "sweep.png").stat().st_size > 0
+    trees = {r["method"]: max(max(t["stats"]["tree_sizes"]) for t in r["turns"]) for r in res["records"] if r["method"] != "greedy"}
+    assert trees["retrodraft:default@2"] <= 3 and trees["retrodraft:default@8"] <= 9
