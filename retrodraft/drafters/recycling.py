@@ -99,8 +99,9 @@ class TokenRecycling(Drafter):
         shrink: how much a recycled probability ``p`` is discounted: a candidate is estimated to
             be accepted with probability ``p / (1 + shrink * p)``. It was ranked in an older
             context, so it is over-confident: on SmolLM2-135M a candidate stored with p ~ 0.97
-            was accepted 69% of the time (``p / (1 + 0.5 p)`` = 0.65), while small ``p`` were
-            honest. 0 trusts the stored probabilities as they are.
+            was accepted 69% of the time while small ``p`` were honest (0.5 fits that best).
+            The default 0.25 (p = 0.97 -> 0.78) drafted as well as 0 next to lookup and better
+            than 0.5 at larger budgets; 0 trusts the stored probabilities as they are.
 
     A node's score is the product of these estimates along its path. The matrix persists
     across ``generate`` calls with the same vocabulary (warm start); :meth:`reset` clears it.
@@ -108,7 +109,7 @@ class TokenRecycling(Drafter):
 
     name = "recycling"
 
-    def __init__(self, k: int = 8, template: str | Sequence[Sequence[int]] = "paper80", shrink: float = 0.5) -> None:
+    def __init__(self, k: int = 8, template: str | Sequence[Sequence[int]] = "paper80", shrink: float = 0.25) -> None:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= 64:
             raise ConfigError(f"k (candidates per token) must be an integer from 1 to 64, got {k!r}.")
         if isinstance(shrink, bool) or not isinstance(shrink, (int, float, np.floating)) or not 0 <= shrink <= 10:
