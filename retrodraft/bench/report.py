@@ -29,6 +29,7 @@ def summarize(results: dict) -> list[dict]:
             ref = greedy_tokens.get((r["prompt_id"], r["category"]))
             a["exact"] += float(ref is not None and ref == [t["tokens"] for t in r["turns"]])
             for t in r["turns"]:
+                a["peak_mem_mb"] = max(a["peak_mem_mb"], t.get("peak_mem_mb", 0.0))
                 a["tokens"] += t["new_tokens"]
                 a["wall_s"] += t["wall_s"]
                 s = t.get("stats")
@@ -40,6 +41,7 @@ def summarize(results: dict) -> list[dict]:
                     a["draft_s"] += s["draft_s"]
                     a["verify_s"] += s["verify_s"]
                     a["bookkeeping_s"] += s["bookkeeping_s"]
+                    a["prefill_s"] += s.get("prefill_s", 0.0)
     rows = []
     for (method, cat), a in acc.items():
         tps = a["tokens"] / a["wall_s"] if a["wall_s"] else 0.0
@@ -56,11 +58,13 @@ def summarize(results: dict) -> list[dict]:
             "exact": a["exact"] / a["prompts"],
             "mat": a["committed"] / a["steps"] if a.get("steps") else None,
             "mean_tree": a["nodes"] / a["steps"] if a.get("steps") else None,
+            "peak_mem_mb": a["peak_mem_mb"],
         }
         if a.get("has_stats") and a["wall_s"]:
             row["draft_share"] = a["draft_s"] / a["wall_s"]
             row["verify_share"] = a["verify_s"] / a["wall_s"]
             row["bookkeeping_share"] = a["bookkeeping_s"] / a["wall_s"]
+            row["prefill_share"] = a["prefill_s"] / a["wall_s"]
         rows.append(row)
     methods = list(dict.fromkeys(r["method"] for r in recs))
     cats = list(dict.fromkeys(r["category"] for r in recs)) + [ALL]
@@ -73,17 +77,18 @@ def _fmt(x, spec: str, none: str = "-") -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    head = "| category | method | prompts | tokens | tok/s | speedup | MAT | mean tree | exact | draft / verify / other |\n"
-    head += "|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n"
+    head = "| category | method | prompts | tokens | tok/s | speedup | MAT | mean tree | exact | peak +MB | prefill / draft / verify / bookkeeping |\n"
+    head += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
     lines = []
     for r in rows:
         split = "-"
         if "draft_share" in r:
-            split = f"{r['draft_share']:.0%} / {r['verify_share']:.0%} / {r['bookkeeping_share']:.0%}"
+            split = (f"{r['prefill_share']:.0%} / {r['draft_share']:.0%} / {r['verify_share']:.0%} / "
+                     f"{r['bookkeeping_share']:.0%}")
         lines.append(
             f"| {r['category']} | {r['method']} | {r['prompts']} | {r['tokens']} | {r['tok_per_s']:.2f} | "
             f"{_fmt(r['speedup'], '.2f')}x | {_fmt(r['mat'], '.2f')} | {_fmt(r['mean_tree'], '.1f')} | "
-            f"{r['exact']:.0%} | {split} |"
+            f"{r['exact']:.0%} | {r['peak_mem_mb']:.0f} | {split} |"
         )
     return head + "\n".join(lines) + "\n"
 
@@ -101,7 +106,9 @@ def write_report(results: dict, out_dir: Path, plots: bool = True) -> Path:
         f"{results.get('peak_rss_mb', 0):.0f} MB.\n"
     )
     md.append("Speedup = tokens/s over plain greedy `generate` on the same prompts. MAT = mean tokens committed per "
-              "verification step (bonus token counted). Exact = outputs identical to greedy.\n")
+              "verification step (bonus token counted). Exact = outputs identical to greedy. Peak +MB = the most "
+              "memory one call added over what the process held before it. The split is the share of wall time in "
+              "prefill, drafting (propose + observe), the tree pass, and acceptance/cache/stopping bookkeeping.\n")
     if flagged:
         md.append(f"**Output differs from greedy** for: {', '.join(flagged)} (see the exact column).\n")
     md.append(markdown_table(rows))
@@ -160,6 +167,27 @@ def _plots(results: dict, rows: list[dict], out_dir: Path) -> list[str]:
         fig.savefig(out_dir / "mat.png", dpi=110)
         plt.close(fig)
         made.append("mat.png")
+
+    split = [(m, by[(m, ALL)]) for m in methods if "draft_share" in by.get((m, ALL), {})]
+    if split:
+        fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(split)), 4))
+        parts = [("prefill_share", "prefill"), ("draft_share", "drafting"), ("verify_share", "tree pass"),
+                 ("bookkeeping_share", "bookkeeping")]
+        bottom = np.zeros(len(split))
+        for key, label in parts:
+            vals = np.array([r[key] for _, r in split])
+            ax.bar(range(len(split)), vals, bottom=bottom, label=label)
+            bottom += vals
+        ax.bar(range(len(split)), 1 - bottom, bottom=bottom, label="other (generate overhead)", color="lightgrey")
+        ax.set_xticks(range(len(split)), [m.removeprefix("retrodraft:") for m, _ in split], rotation=20)
+        ax.set_ylabel("share of wall time")
+        ax.set_ylim(0, 1)
+        ax.set_title("Where the time goes (all prompts)")
+        ax.legend(fontsize=8, loc="lower right")
+        fig.tight_layout()
+        fig.savefig(out_dir / "time_split.png", dpi=110)
+        plt.close(fig)
+        made.append("time_split.png")
 
     sweep = [(int(m.rsplit("@", 1)[1]), by[(m, ALL)]) for m in methods if "@" in m and (m, ALL) in by]
     if len(sweep) >= 2:

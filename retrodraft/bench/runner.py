@@ -14,6 +14,7 @@ import platform
 import resource
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,18 +55,67 @@ def _encode(tok, prompt: Prompt, history: list[tuple[str, str]], turn: str) -> t
     return enc["input_ids"]
 
 
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class PeakMemory:
+    """Peak memory one call adds on top of what the process held when it started, in MB.
+
+    ``ru_maxrss`` only ever grows over the whole process, so it cannot tell methods apart; on
+    CPU a background thread samples the resident set every ``interval`` seconds instead (reading
+    ``/proc/self/statm`` costs microseconds), on CUDA the allocator's own peak is used.
+    """
+
+    def __init__(self, device: torch.device, interval: float = 0.005) -> None:
+        self.device, self.interval = device, interval
+        self.peak_mb = 0.0
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
+        self._base = self._peak = _rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._peak = max(self._peak, _rss_bytes())
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+            peak = max(self._peak, _rss_bytes())
+        self.peak_mb = max(0, peak - self._base) / 2**20
+
+
 def run_prompt(model, tok, prompt: Prompt, method: Method, gen_kwargs: dict) -> dict:
-    """All turns of one prompt with one method: tokens, seconds and drafting statistics."""
+    """All turns of one prompt with one method: tokens, seconds, added peak memory and drafting
+    statistics."""
     history: list[tuple[str, str]] = []
     turns = []
     for turn in prompt.turns:
         ids = _encode(tok, prompt, history, turn)
-        t0 = time.perf_counter()
-        out = method.generate(model, ids, **gen_kwargs)
-        wall = time.perf_counter() - t0
+        with PeakMemory(model.device) as mem:
+            t0 = time.perf_counter()
+            out = method.generate(model, ids, **gen_kwargs)
+            wall = time.perf_counter() - t0
         new = out[0, ids.shape[1] :].tolist()
         turns.append({"prompt_tokens": int(ids.shape[1]), "new_tokens": len(new), "wall_s": wall,
-                      "tokens": new, "stats": method.step_stats()})
+                      "peak_mem_mb": mem.peak_mb, "tokens": new, "stats": method.step_stats()})
         history.append((turn, tok.decode(new, skip_special_tokens=True)))
     return {"prompt_id": prompt.id, "category": prompt.category, "method": method.name, "turns": turns}
 

@@ -50,13 +50,14 @@ def test_bench_writes_every_file_and_field(tiny_folder, tmp_path):
                    methods=["greedy", "pld", "retrodraft:lookup", "retrodraft:default@4"], max_new_tokens=12,
                    out=out, progress=False, command="test")
     assert report == out / "report.md"
-    for f in ("results.json", "report.md", "speedup.png", "mat.png"):
+    for f in ("results.json", "report.md", "speedup.png", "mat.png", "time_split.png"):
         assert (out / f).stat().st_size > 0, f
     res = json.loads((out / "results.json").read_text())
     for key in ("command", "cpu", "threads", "torch", "transformers", "dtype", "git_commit", "model"):
         assert key in res["environment"]
     n_prompts = 2 * len(SPEC_BENCH_CATEGORIES) + 2
     assert len(res["records"]) == n_prompts * 4
+    assert all(t["peak_mem_mb"] >= 0 for r in res["records"] for t in r["turns"])
     rows = summarize(res)
     cats = {r["category"] for r in rows}
     assert cats == set(SPEC_BENCH_CATEGORIES) | {"humaneval", "all"}
@@ -100,3 +101,18 @@ def test_sweep_adds_budget_methods_and_a_curve(tiny_folder, tmp_path):
     assert (out / "sweep.png").stat().st_size > 0
     trees = {r["method"]: max(max(t["stats"]["tree_sizes"]) for t in r["turns"]) for r in res["records"] if r["method"] != "greedy"}
     assert trees["retrodraft:default@2"] <= 3 and trees["retrodraft:default@8"] <= 9
+
+
+def test_peak_memory_sees_an_allocation_inside_the_call():
+    import numpy as np
+    from retrodraft.bench.runner import PeakMemory
+
+    with PeakMemory(torch.device("cpu"), interval=0.001) as mem:
+        block = np.ones(64 * 2**20 // 8)  # 64 MB, touched
+        import time
+        time.sleep(0.05)
+        del block
+    assert mem.peak_mb > 40
+    with PeakMemory(torch.device("cpu"), interval=0.001) as idle:
+        pass
+    assert idle.peak_mb < 40
