@@ -1,7 +1,8 @@
 """Drafters: training-free guessers of what the model will say next, one file each.
 
-Names are stable public API: ``"recycling"`` (Token Recycling) and ``"lookup"`` (prompt lookup
-that branches over several matches).
+Names are stable public API: ``"recycling"`` (Token Recycling), ``"lookup"`` (prompt lookup
+that branches over several matches), ``"stand"`` (n-grams storing distributions) and ``"aded"``
+(an adaptive tri-gram table searched with PUCT).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ __all__ = ["Drafter", "DRAFTERS", "make_drafter"]
 DRAFTERS: dict[str, str] = {
     "recycling": "retrodraft.drafters.recycling:TokenRecycling",
     "lookup": "retrodraft.drafters.lookup:PromptLookup",
+    "stand": "retrodraft.drafters.stand:Stand",
+    "aded": "retrodraft.drafters.aded:Aded",
 }
 
 

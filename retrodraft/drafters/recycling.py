@@ -24,6 +24,7 @@ import torch
 
 from ..errors import ConfigError
 from ..tree import DraftTree
+from ._topk import top_probs
 from ._template import compile_template, template_paths
 from .base import Drafter
 
@@ -174,14 +175,7 @@ class TokenRecycling(Drafter):
         n, vocab = logits.shape
         if self.succ.shape[0] == 0:
             self._allocate(int(vocab))
-        k = min(self.k, vocab)
-        with torch.no_grad():
-            top_val, top_idx = torch.topk(logits, k, dim=-1)
-            top_prob = torch.exp(top_val.float() - torch.logsumexp(logits.float(), dim=-1, keepdim=True))
-        top_tok = np.full((n, self.k), -1, dtype=np.int32)
-        probs = np.zeros((n, self.k), dtype=np.float32)
-        top_tok[:, :k] = top_idx.cpu().numpy()
-        probs[:, :k] = top_prob.cpu().numpy()
+        top_tok, probs = top_probs(logits, self.k)
         rejected = np.ones(n, dtype=bool)
         rejected[accepted] = False
         order = np.concatenate([np.flatnonzero(rejected), np.asarray(accepted, dtype=np.int64)])
