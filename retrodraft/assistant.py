@@ -14,15 +14,21 @@ import numpy as np
 import torch
 
 from .drafters import Drafter, make_drafter
+from pathlib import Path
+
 from .errors import ConfigError
+from .shape import TreeShape
 from .tree import DraftTree
 
 __all__ = ["RetroDraft", "Stats", "BUDGET_PRESETS", "DEFAULT_DRAFTERS", "MAX_BUDGET"]
 
 #: Draft nodes per step by device and dtype. A tree's cost differs wildly by device: on the
 #: 2-core CPU of ../shared/MODELS.md a 16-token float32 pass costs ~2x one token, a bfloat16 one
-#: ~1.3x, and on a GPU ~1x up to 64 tokens.
-BUDGET_PRESETS: dict[str, int] = {"cpu-float32": 8, "cpu-bfloat16": 24, "gpu": 64}
+#: ~1.3x, and on a GPU ~1x up to 64 tokens. The CPU values are the best budgets of the committed
+#: sweeps (benchmarks/results/sweep-*): 8 and 16 tie in float32 on SmolLM2-135M, and 8 beat 16,
+#: 32 and 64 in bfloat16 on Qwen2.5-Coder-1.5B (the tree's extra acceptance grows slower than its
+#: cost). The GPU value is untested here (no GPU was lent).
+BUDGET_PRESETS: dict[str, int] = {"cpu-float32": 8, "cpu-bfloat16": 8, "gpu": 64}
 DEFAULT_DRAFTERS: tuple[str, ...] = ("recycling", "lookup")
 MAX_BUDGET = 1024
 
@@ -83,12 +89,16 @@ class RetroDraft:
             default :data:`DEFAULT_DRAFTERS`. Their trees are fused each step.
         budget: draft nodes per step (root excluded), 0..``MAX_BUDGET``, or ``"auto"`` to pick
             from :data:`BUDGET_PRESETS` by the model's device and dtype.
+        tree: a calibrated tree shape (:class:`~retrodraft.shape.TreeShape`, a preset name such
+            as ``"cpu-bfloat16"``, or a ``.json`` path from ``retrodraft calibrate``) that the
+            template-filling drafters (``recycling``, ``stand``) draft into.
 
     Drafter state persists across calls (a warm start); :meth:`reset` forgets it.
     ``stats`` describes the most recent call.
     """
 
-    def __init__(self, drafters: Sequence[str | Drafter] | None = None, budget: int | str = "auto") -> None:
+    def __init__(self, drafters: Sequence[str | Drafter] | None = None, budget: int | str = "auto",
+                 tree: "str | Path | TreeShape | None" = None) -> None:
         names = list(DEFAULT_DRAFTERS) if drafters is None else list(drafters)
         if isinstance(drafters, (str, Drafter)):
             names = [drafters]
@@ -96,6 +106,14 @@ class RetroDraft:
             raise ConfigError("RetroDraft needs at least one drafter, e.g. drafters=['recycling'].")
         self.drafters: list[Drafter] = [d if isinstance(d, Drafter) else make_drafter(d) for d in names]
         self.budget = _check_budget(budget)
+        self.tree = None if tree is None else (tree if isinstance(tree, TreeShape) else TreeShape.load(tree))
+        if self.tree is not None:
+            shaped = [d for d in self.drafters if hasattr(d, "use_template")]
+            if not shaped:
+                raise ConfigError("tree= shapes the drafters that fill a template (recycling, stand); "
+                                  f"none of {[d.name for d in self.drafters]} does.")
+            for d in shaped:
+                d.use_template(self.tree.paths)
         self.stats = Stats()
         self._vocab_size: int | None = None
 
@@ -112,11 +130,14 @@ class RetroDraft:
             return BUDGET_PRESETS["gpu"]
         return BUDGET_PRESETS["cpu-bfloat16" if model.dtype in (torch.bfloat16, torch.float16) else "cpu-float32"]
 
-    def begin(self, prompt: np.ndarray, vocab_size: int, model: torch.nn.Module | None = None) -> Stats:
-        """Start a call: fresh statistics, drafters told about the prompt."""
+    def begin(self, prompt: np.ndarray, vocab_size: int, model: torch.nn.Module | None = None,
+              temperature: float | None = None) -> Stats:
+        """Start a call: fresh statistics, drafters told about the prompt and the decoding mode
+        (``temperature`` None when greedy)."""
         self.stats = Stats()
         self._vocab_size = vocab_size
         for d in self.drafters:
+            d.sampling_temperature = temperature
             d.begin(prompt, vocab_size)
         return self.stats
 

@@ -188,8 +188,70 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_cmd_bench)
 
 
-# Help order. Later: index, calibrate.
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models, _add_demo, _add_bench]
+def _budgets(text: str) -> dict[str, int]:
+    out = {}
+    for item in _csv(text):
+        name, sep, b = item.partition("=")
+        if not sep or not b.strip().isdigit() or int(b) < 1:
+            raise RetroDraftError(f"bad --budgets item {item!r}: expected NAME=NODES, e.g. cpu-bfloat16=24")
+        out[name.strip()] = int(b)
+    return out
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    import shlex
+    from pathlib import Path
+
+    from retrodraft import models
+    from retrodraft.bench.data import load_suite
+    from retrodraft.shape import calibrate
+
+    budgets = _budgets(args.budgets)
+    prompts = load_suite(_csv(args.suite), args.prompts)
+    model, tok = models.load(args.model, dtype=args.dtype)
+    command = "retrodraft " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    shapes = calibrate(model, tok, prompts, budgets, max_new_tokens=args.max_new_tokens, nodes=args.nodes,
+                       max_depth=args.depth, meta={"command": command, "model": args.model, "dtype": args.dtype,
+                                                   "suite": args.suite}, progress=not args.quiet)
+    out = Path(args.out) if args.out else models.cache_root() / "shapes"
+    for name, shape in shapes.items():
+        path = shape.save(out / f"{name}.json")
+        print(f"{name}: {shape.size} nodes, max depth {max(map(len, shape.paths))}, "
+              f"expected tokens/step {shape.expected_accepted:.2f} -> {path}")
+    print(f"use with: RetroDraft(drafters=['stand', ...], tree='{next(iter(shapes))}')")
+    return 0
+
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="learn tree shapes from acceptance data (STAND)",
+        description="Decode sample prompts drafting with STAND into a very large tree (--nodes, --depth), count how "
+                    "often each tree position is on the accepted path, and save, for each NAME=NODES budget, the "
+                    "NODES most accepted positions as a tree shape that RetroDraft(tree=NAME) loads.",
+        epilog="example:\n"
+               "  retrodraft calibrate --model smollm2-135m --suite humaneval,qa --prompts 10 \\\n"
+               "      --budgets cpu-float32=8,cpu-bfloat16=24,gpu=64",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", default="smollm2-135m", help="registry name or model folder (default: %(default)s)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="weight dtype (default: %(default)s)")
+    p.add_argument("--suite", default="humaneval,multi-turn,qa",
+                   help="benchmark prompts to calibrate on, as for bench --suite (default: %(default)s)")
+    p.add_argument("--prompts", type=int, default=10, help="prompts per category (default: %(default)s)")
+    p.add_argument("--budgets", default="cpu-float32=8,cpu-bfloat16=24,gpu=64",
+                   help="comma list NAME=NODES: one shape per entry (default: %(default)s)")
+    p.add_argument("--nodes", type=int, default=625, help="calibration tree size (default: %(default)s)")
+    p.add_argument("--depth", type=int, default=20, help="calibration tree depth (default: %(default)s)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="per prompt (default: %(default)s)")
+    p.add_argument("--out", default=None, help="folder for the shape files (default: $RETRODRAFT_CACHE/shapes)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_cmd_calibrate)
+
+
+# Help order. Later: index.
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models, _add_demo, _add_bench, _add_calibrate]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -155,7 +155,9 @@ def decode(
     prompt_len = input_ids.shape[1]
     max_length = stopping_criteria.max_length if stopping_criteria.max_length is not None else generation_config.max_length
     budget = assistant.budget_for(model)
-    stats = assistant.begin(input_ids[0].cpu().numpy(), model.config.get_text_config().vocab_size, model)
+    temperature = float(generation_config.temperature or 1.0) if do_sample else None
+    stats = assistant.begin(input_ids[0].cpu().numpy(), model.config.get_text_config().vocab_size, model,
+                            temperature=temperature)
 
     if streamer is not None:
         streamer.put(input_ids.cpu())

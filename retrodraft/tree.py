@@ -18,7 +18,7 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numba
@@ -51,12 +51,18 @@ class DraftTree:
         depths: ``(n,)`` int32 distance from the root.
         scores: ``(n,)`` float32 estimated probability that the root-to-node path is accepted
             (root = 1). Non-increasing along every path.
+        proposals: children that a drafter *sampled* rather than chose, keyed by parent index:
+            ``(order, support, q)`` = the sampled tokens in the order they were drawn without
+            replacement, and the distribution ``q`` (over ``support``) they were drawn from.
+            The verifier needs both for rejection sampling (see :mod:`retrodraft.verify`);
+            deterministic drafts leave this empty.
     """
 
     tokens: np.ndarray
     parents: np.ndarray
     depths: np.ndarray
     scores: np.ndarray
+    proposals: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -89,7 +95,7 @@ class DraftTree:
         if np.any(parents[1:] >= np.arange(1, n)) or np.any(parents[1:] < 0):
             raise ValueError("parents must come before their children (parent[i] < i)")
         sc = np.ones(n, dtype=np.float32) if scores is None else np.asarray(scores, dtype=np.float32)
-        out_tok, out_par, out_dep, out_sc = _dedup(tokens, parents, sc)
+        out_tok, out_par, out_dep, out_sc, _ = _dedup(tokens, parents, sc)
         return cls(out_tok, out_par, out_dep, out_sc)
 
     @classmethod
@@ -141,8 +147,13 @@ class DraftTree:
             [self.parents.astype(np.int64), np.where(other_par == 0, 0, other_par + n_self - 1)]
         )
         sc = np.concatenate([self.scores, other.scores[1:]])
-        out_tok, out_par, out_dep, out_sc = _dedup(tok, par, sc)
-        return DraftTree(out_tok, out_par, out_dep, out_sc)
+        out_tok, out_par, out_dep, out_sc, new = _dedup(tok, par, sc)
+        props = {int(new[i]): v for i, v in self.proposals.items() if new[i] >= 0}
+        for j, v in other.proposals.items():
+            i = 0 if j == 0 else n_self + j - 1
+            if new[i] >= 0:
+                props.setdefault(int(new[i]), v)  # one sampled group per parent: the first kept
+        return DraftTree(out_tok, out_par, out_dep, out_sc, props)
 
     def prune(self, budget: int) -> "DraftTree":
         """Keep the root plus the ``budget`` best-scored draft nodes (a connected subtree).
@@ -168,8 +179,9 @@ class DraftTree:
         new_par = np.where(par >= 0, remap[np.maximum(par, 0)], -1)
         if np.any(new_par[1:] < 0):
             raise ValueError("select() needs a set of nodes closed under parents")
+        props = {int(remap[i]): v for i, v in self.proposals.items() if remap[i] >= 0}
         return DraftTree(
-            self.tokens[keep].copy(), new_par.astype(np.int32), self.depths[keep].copy(), self.scores[keep].copy()
+            self.tokens[keep].copy(), new_par.astype(np.int32), self.depths[keep].copy(), self.scores[keep].copy(), props
         )
 
     # ----------------------------------------------------------------- queries
@@ -234,11 +246,11 @@ class DraftTree:
 
 
 @numba.njit(cache=True)
-def _dedup_kernel(tokens, parents, scores, out_tok, out_par, out_dep, out_sc):
+def _dedup_kernel(tokens, parents, scores, out_tok, out_par, out_dep, out_sc, new):
     # Walks nodes in order; new[i] is node i's index in the output or -1 if dropped.
     # A node equal (same parent, same token) to an earlier kept sibling folds into it.
     n = tokens.shape[0]
-    new = np.full(n, -1, np.int64)
+    new[:] = -1
     m = 0
     # Sibling lookup by linear scan over kept children of the same parent: trees are small.
     for i in range(n):
@@ -280,12 +292,14 @@ def _dedup(tokens: np.ndarray, parents: np.ndarray, scores: np.ndarray):
     out_par = np.empty(n, np.int32)
     out_dep = np.empty(n, np.int32)
     out_sc = np.empty(n, np.float32)
+    new = np.empty(n, np.int64)
     m = _dedup_kernel(
-        tokens.astype(np.int64), parents.astype(np.int64), scores.astype(np.float32), out_tok, out_par, out_dep, out_sc
+        tokens.astype(np.int64), parents.astype(np.int64), scores.astype(np.float32), out_tok, out_par, out_dep, out_sc,
+        new,
     )
     # A folded duplicate may have raised a node's score above a descendant's: re-clamp downwards.
     for i in range(1, m):
         p = out_par[i]
         if out_sc[i] > out_sc[p]:
             out_sc[i] = out_sc[p]
-    return out_tok[:m].copy(), out_par[:m].copy(), out_dep[:m].copy(), out_sc[:m].copy()
+    return out_tok[:m].copy(), out_par[:m].copy(), out_dep[:m].copy(), out_sc[:m].copy(), new

@@ -14,7 +14,17 @@ token at a time, each token drawn with fresh randomness from the model's process
 that conditional was already computed* (the prefix is a tree path) or not (stop, and compute it
 next step); it never changes which distribution a token is drawn from, nor reuses randomness.
 So the joint distribution of the output equals plain sampling's, whatever the drafter guessed.
-Drafts sampled from a distribution of their own need rejection sampling instead (STAND).
+
+Drafts *sampled* from a distribution ``q`` of the drafter's own (STAND's Gumbel-top-k, recorded in
+``tree.proposals``) are checked by recursive rejection sampling instead, which accepts more when
+``q`` is close to the model's ``p``. The children ``x1, x2, ...`` were drawn without replacement
+from ``q``; in that order, ``xi`` is accepted with probability ``min(1, p(xi) / q(xi))``; on
+rejection ``p`` becomes the residual ``max(p - q, 0)`` (normalised) and ``xi`` is removed from
+``q`` (renormalised). The token finally emitted - an accepted ``xi`` or, when all are rejected,
+a sample of the last residual - is distributed exactly as ``p`` (SpecInfer, arXiv 2305.09781;
+recursive speculative decoding, arXiv 2402.14160). The walk stops at the first sampled token the
+tree no longer holds (pruned away): the prefix processed so far is still a valid rejection
+chain, and the residual sample may still land on any child and descend.
 """
 
 from __future__ import annotations
@@ -120,7 +130,11 @@ def accept(
                 proc = row
             if do_sample:
                 probs = torch.nn.functional.softmax(proc, dim=-1)
-                tok = int(torch.multinomial(probs, num_samples=1)[0, 0])
+                proposal = tree.proposals.get(node)
+                if proposal is not None:
+                    tok = _rejection_sample(probs[0], proposal, kids[node])
+                else:
+                    tok = int(torch.multinomial(probs, num_samples=1)[0, 0])
             else:
                 tok = int(torch.argmax(proc, dim=-1)[0])
             if keep_scores:
@@ -134,3 +148,37 @@ def accept(
         accepted.append(child)
         node = child
     return Verdict(np.asarray(accepted, dtype=np.int64), tokens, scores, raw)
+
+
+def _rejection_sample(p: torch.Tensor, proposal: tuple[np.ndarray, np.ndarray, np.ndarray], kids: dict[int, int]) -> int:
+    """One token distributed exactly as ``p`` (``(vocab,)``), accepting sampled drafts when it can.
+
+    ``proposal = (order, support, q)``: children drawn without replacement from ``q`` (over
+    ``support``), in draw order. See the module docstring for the rule.
+    """
+    order, support, q = proposal
+    qv = torch.zeros_like(p)
+    qv[torch.from_numpy(np.asarray(support, np.int64)).to(p.device)] = torch.from_numpy(
+        np.asarray(q, np.float32)).to(p.device, p.dtype)
+    total = qv.sum()
+    if total <= 0:
+        return int(torch.multinomial(p, 1)[0])
+    qv /= total
+    p = p.clone()
+    for x in np.asarray(order, np.int64).tolist():
+        qx = float(qv[x])
+        if x not in kids or qx <= 0.0:
+            break
+        if float(torch.rand((), device=p.device)) * qx < float(p[x]):
+            return int(x)
+        p = torch.clamp(p - qv, min=0.0)
+        mass = p.sum()
+        if mass <= 0:  # p == q up to rounding: the draft would have been accepted
+            return int(x)
+        p /= mass
+        qv[x] = 0.0
+        rest = qv.sum()
+        if rest <= 0:
+            break
+        qv /= rest
+    return int(torch.multinomial(p, 1)[0])

@@ -28,7 +28,7 @@ def _drafters(reference, prompt_len, kind):
     return [kind]  # a registered drafter name
 
 
-DRAFTER_KINDS = ["random", "oracle", "recycling", "lookup"]
+DRAFTER_KINDS = ["random", "oracle", "recycling", "lookup", "stand", "aded"]
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -58,7 +58,7 @@ def references(smollm):
     return refs
 
 
-@pytest.mark.parametrize("drafters", [["recycling"], ["lookup"], None])
+@pytest.mark.parametrize("drafters", [["recycling"], ["lookup"], ["stand", "aded"], None])
 def test_smollm2_greedy_is_identical(smollm, references, drafters):
     model, _ = smollm
     assistant = RetroDraft(drafters=drafters)

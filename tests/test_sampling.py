@@ -87,12 +87,19 @@ SETTINGS = {
 }
 
 
+def _drafters(kind):
+    if kind == "random":
+        return [RandomDrafter(VOCAB, seed=5)]
+    return kind.split("+")  # stand samples its drafts: rejection sampling in the verifier
+
+
+@pytest.mark.parametrize("kind", ["random", "stand", "stand+recycling"])
 @pytest.mark.parametrize("name", list(SETTINGS))
-def test_sampled_distribution_is_the_models(name):
+def test_sampled_distribution_is_the_models(name, kind):
     model = _model()
     gen = SETTINGS[name]
     exact = _exact(model, **gen)
-    assistant = RetroDraft(drafters=[RandomDrafter(VOCAB, seed=5)], budget=6)
+    assistant = RetroDraft(drafters=_drafters(kind), budget=6)
     counts = _sample(model, N, assistant=assistant, **gen)
     assert assistant.stats.steps > 0
     p = _chi2_pvalue(counts, exact, N)
@@ -115,3 +122,16 @@ def test_negative_control_detects_a_wrong_distribution():
     assistant = RetroDraft(drafters=[RandomDrafter(VOCAB, seed=5)], budget=6)
     wrong = _sample(model, N, assistant=assistant, temperature=1.0, top_k=0, top_p=1.0)
     assert _chi2_pvalue(wrong, exact, N) < P_MIN
+
+
+def test_stand_samples_its_drafts_and_they_get_accepted():
+    model = _model()
+    assistant = RetroDraft(drafters=["stand"], budget=6)
+    _sample(model, 30, assistant=assistant, **SETTINGS["temperature"])
+    stand = assistant.drafters[0]
+    tree = stand.propose(PROMPT[0].numpy(), 6)
+    assert tree.proposals, "a sampling-mode STAND draft records what it sampled"
+    order, support, q = tree.proposals[0]
+    assert set(order.tolist()) <= set(support.tolist()) and q.sum() == pytest.approx(1.0, abs=1e-5)
+    model.generate(PROMPT, max_new_tokens=40, do_sample=True, temperature=0.7, assistant=assistant)
+    assert assistant.stats.mean_accepted > 1.2

@@ -141,7 +141,7 @@ class NgramTable:
     def row(self, context: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """``(tokens, weights)`` stored for exactly this context (all of it is the key), or None."""
         ctx = np.asarray(context, np.int64)
-        s = find(self.keys, context_hash(ctx, len(ctx), len(ctx)))
+        s = find(self.keys, np.uint64(context_hash(ctx, len(ctx), len(ctx))))
         if s < 0:
             return None
         keep = self.tok[s] >= 0

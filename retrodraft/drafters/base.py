@@ -26,6 +26,10 @@ class Drafter(ABC):
     """
 
     name: str = "drafter"
+    #: Set by :class:`~retrodraft.RetroDraft` before :meth:`begin`: None when decoding greedily,
+    #: else the sampling temperature. A drafter that samples its own guesses (``stand``) does so
+    #: only when this is set, and must then record them in ``DraftTree.proposals``.
+    sampling_temperature: float | None = None
 
     def begin(self, prompt: np.ndarray, vocab_size: int) -> None:
         """Called once per ``generate`` call before the first proposal.

@@ -117,6 +117,13 @@ class TokenRecycling(Drafter):
             raise ConfigError(f"shrink must be a number from 0 to 10, got {shrink!r}.")
         self.k = int(k)
         self.shrink = float(shrink)
+        self.succ = np.full((0, self.k), -1, dtype=np.int32)
+        self.prob = np.zeros((0, self.k), dtype=np.float32)
+        self.use_template(template)
+
+    def use_template(self, template: str | Sequence[Sequence[int]]) -> None:
+        """Fill this template from now on (a preset name, rank paths or a calibrated
+        :class:`~retrodraft.shape.TreeShape`'s ``paths``)."""
         self.template = template
         self._tpl_parent, self._tpl_rank = compile_template(template_paths(template, self.k), self.k)
         n = self._tpl_parent.shape[0]
@@ -125,8 +132,6 @@ class TokenRecycling(Drafter):
         self._par = np.empty(n, np.int32)
         self._dep = np.empty(n, np.int32)
         self._sc = np.empty(n, np.float32)
-        self.succ = np.full((0, self.k), -1, dtype=np.int32)
-        self.prob = np.zeros((0, self.k), dtype=np.float32)
         self._warm_up()
 
     def _warm_up(self) -> None:

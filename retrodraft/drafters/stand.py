@@ -16,12 +16,15 @@ rows ``(b,)`` and ``(a, b)`` hold ``[c: 0.7, d: 0.2]``; a later context ending i
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numba
 import numpy as np
 import torch
 
 from ..errors import ConfigError
 from ..tree import DraftTree
+from ._template import compile_template, template_paths
 from ._ngram import NgramTable, claim, context_hash, find
 from ._topk import top_probs
 from .base import Drafter
@@ -117,14 +120,21 @@ def _lookup(keys, hist_row, n_min):
 
 
 @numba.njit(cache=True)
-def _draft(keys, tok, w, tail, n_min, budget, width, shrink, out_tok, out_par, out_dep, out_sc):
+def _draft(keys, tok, w, tail, n_min, budget, width, shrink, gumbel, inv_temp,
+           out_tok, out_par, out_dep, out_sc, prop_order, prop_supp, prop_q):
     """Best-first tree of up to ``budget`` nodes below the root; returns the node count.
 
-    Each node offers its ``width`` most likely children from the longest matching context;
-    the candidate with the highest path score is added next. Shapes: tail ``(N,)``,
-    out_* ``(budget + 1,)``.
+    Each node offers ``width`` children from the longest matching context, the candidate with
+    the highest path score is added next. Greedy (``gumbel`` is None): the row's most likely
+    tokens. Sampling: Gumbel-top-k over ``log q``, ``q`` the row at temperature ``1 / inv_temp``,
+    i.e. ``width`` draws without replacement from ``q``, recorded per expanded node in
+    ``prop_order`` (draw order, -1 padded), ``prop_supp`` / ``prop_q`` (the distribution).
+    Scores along a draw sequence never increase, so pruning by score keeps a prefix of it.
+    Shapes: tail ``(N,)``, out_* ``(budget + 1,)``, gumbel / prop_supp / prop_q
+    ``(budget + 1, k)``, prop_order ``(budget + 1, width)``.
     """
     big_n = tail.shape[0]
+    k = tok.shape[1]
     hist = np.empty((budget + 1, big_n), np.int64)
     hist[0] = tail
     out_tok[0] = tail[big_n - 1]
@@ -136,27 +146,63 @@ def _draft(keys, tok, w, tail, n_min, budget, width, shrink, out_tok, out_par, o
     c_tok = np.empty(cap, np.int64)
     c_sc = np.empty(cap, np.float32)
     c_used = np.zeros(cap, np.bool_)
+    key = np.empty(k, np.float64)
+    q = np.empty(k, np.float64)
+    taken = np.zeros(k, np.bool_)
     nc = 0
     m = 1
     expand = 0
     while True:
         s = _lookup(keys, hist[expand], n_min)
         if s >= 0:
-            for r in range(min(width, tok.shape[1])):
-                t = tok[s, r]
-                if t < 0:
-                    break
-                p = w[s, r]
-                c_par[nc] = expand
-                c_tok[nc] = t
-                c_sc[nc] = out_sc[expand] * (p / (1.0 + shrink * p))
-                nc += 1
+            if gumbel is None:
+                for r in range(min(width, k)):
+                    t = tok[s, r]
+                    if t < 0:
+                        break
+                    p = w[s, r]
+                    c_par[nc] = expand
+                    c_tok[nc] = t
+                    c_sc[nc] = out_sc[expand] * (p / (1.0 + shrink * p))
+                    nc += 1
+            else:
+                top = -1e300
+                for r in range(k):
+                    if tok[s, r] >= 0 and w[s, r] > 0:
+                        key[r] = np.log(w[s, r]) * inv_temp
+                        top = max(top, key[r])
+                total = 0.0
+                for r in range(k):
+                    q[r] = np.exp(key[r] - top) if tok[s, r] >= 0 and w[s, r] > 0 else 0.0
+                    total += q[r]
+                for r in range(k):
+                    q[r] /= total
+                    prop_supp[expand, r] = tok[s, r]
+                    prop_q[expand, r] = q[r]
+                    key[r] = key[r] + gumbel[expand, r] if q[r] > 0 else -1e300
+                    taken[r] = False
+                prev = out_sc[expand]
+                for j in range(min(width, k)):
+                    best = -1
+                    for r in range(k):
+                        if q[r] > 0 and not taken[r] and (best < 0 or key[r] > key[best]):
+                            best = r
+                    if best < 0:
+                        break
+                    taken[best] = True
+                    prop_order[expand, j] = tok[s, best]
+                    est = out_sc[expand] * (q[best] / (1.0 + shrink * q[best]))
+                    prev = min(prev, est)
+                    c_par[nc] = expand
+                    c_tok[nc] = tok[s, best]
+                    c_sc[nc] = prev
+                    nc += 1
         if m > budget:
             break
         best = -1
-        for q in range(nc):
-            if not c_used[q] and (best < 0 or c_sc[q] > c_sc[best]):
-                best = q
+        for c in range(nc):
+            if not c_used[c] and (best < 0 or c_sc[c] > c_sc[best]):
+                best = c
         if best < 0:
             break
         c_used[best] = True
@@ -173,6 +219,50 @@ def _draft(keys, tok, w, tail, n_min, budget, width, shrink, out_tok, out_par, o
     return m
 
 
+@numba.njit(cache=True)
+def _fill_template(keys, tok, w, tail, n_min, tpl_parent, tpl_rank, shrink, out_tok, out_par, out_dep, out_sc, where):
+    """Fill a rank-path template (see ``_template``) from the longest known contexts.
+
+    Template node ``j`` becomes candidate ``tpl_rank[j]`` of its parent's row; ``where[j]`` is
+    its output index, or -1 when the row is unknown or shorter. Returns the node count.
+    Shapes: tpl_* / where / out_* ``(T,)``, tail ``(N,)``.
+    """
+    big_n = tail.shape[0]
+    n_tpl = tpl_parent.shape[0]
+    hist = np.empty((n_tpl, big_n), np.int64)
+    slot = np.full(n_tpl, -2, np.int64)  # -2: not looked up yet
+    hist[0] = tail
+    out_tok[0] = tail[big_n - 1]
+    out_par[0] = -1
+    out_dep[0] = 0
+    out_sc[0] = 1.0
+    where[0] = 0
+    m = 1
+    for j in range(1, n_tpl):
+        where[j] = -1
+        pj = where[tpl_parent[j]]
+        if pj < 0:
+            continue
+        if slot[pj] == -2:
+            slot[pj] = _lookup(keys, hist[pj], n_min)
+        s = slot[pj]
+        r = tpl_rank[j]
+        if s < 0 or r >= tok.shape[1] or tok[s, r] < 0:
+            continue
+        t = tok[s, r]
+        p = w[s, r]
+        where[j] = m
+        out_tok[m] = t
+        out_par[m] = pj
+        out_dep[m] = out_dep[pj] + 1
+        out_sc[m] = out_sc[pj] * (p / (1.0 + shrink * p))
+        for z in range(big_n - 1):
+            hist[m, z] = hist[pj, z + 1]
+        hist[m, big_n - 1] = t
+        m += 1
+    return m
+
+
 class Stand(Drafter):
     """Drafts from n-gram contexts (orders ``min_order..max_order``) that store distributions.
 
@@ -181,23 +271,32 @@ class Stand(Drafter):
             seen but are seen less often; the drafter falls back to shorter ones.
         min_order: shortest context used, 1..max_order.
         k: candidates stored per context, 1..32.
-        width: children offered per node while drafting, 1..k.
+        width: children offered per node while drafting, 1..k (default min(4, k)).
         shrink: acceptance estimate ``p / (1 + shrink * p)`` of a stored probability ``p``
             (it was measured in another context, so it is discounted as in ``recycling``).
         max_count: the averaging weight ``c`` saturates here, so recent text still moves a row.
         max_bytes: memory cap of the table (default 64 MiB); see
             :class:`~retrodraft.drafters._ngram.NgramTable`.
+        template: a fixed tree shape to fill (rank paths); default: grow best-first.
+        seed: seeds the Gumbel noise of stochastic drafting (its own generator: the model's
+            sampling randomness is left untouched).
+
+    When decoding greedily the children are each context's most likely tokens; when sampling
+    they are drawn without replacement from the stored distribution at the sampling
+    temperature (Gumbel-top-k), and the verifier accepts them by rejection sampling.
     """
 
     name = "stand"
 
-    def __init__(self, max_order: int = 4, min_order: int = 1, k: int = 8, width: int = 4, shrink: float = 0.25,
-                 max_count: float = 16.0, max_bytes: int = 64 * 2**20) -> None:
+    def __init__(self, max_order: int = 4, min_order: int = 1, k: int = 8, width: int | None = None, shrink: float = 0.25,
+                 max_count: float = 16.0, max_bytes: int = 64 * 2**20, seed: int | None = None,
+                 template: Sequence[Sequence[int]] | None = None) -> None:
         for label, v, lo, hi in (("max_order", max_order, 1, 16), ("k", k, 1, 32)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
                 raise ConfigError(f"{label} must be an integer from {lo} to {hi}, got {v!r}.")
         if isinstance(min_order, bool) or not isinstance(min_order, (int, np.integer)) or not 1 <= min_order <= max_order:
             raise ConfigError(f"min_order must be an integer from 1 to max_order={max_order}, got {min_order!r}.")
+        width = min(4, k) if width is None else width
         if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or not 1 <= width <= k:
             raise ConfigError(f"width must be an integer from 1 to k={k}, got {width!r}.")
         if not isinstance(shrink, (int, float)) or isinstance(shrink, bool) or not 0 <= shrink <= 10:
@@ -207,6 +306,26 @@ class Stand(Drafter):
         self.max_order, self.min_order, self.width = int(max_order), int(min_order), int(width)
         self.shrink, self.max_count = float(shrink), float(max_count)
         self.table = NgramTable(int(k), max_bytes)
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self.template: list[tuple[int, ...]] | None = None
+        self.record = False
+        self.use_template(template)
+
+    def use_template(self, template: Sequence[Sequence[int]] | None) -> None:
+        """Draft by filling this tree shape (rank paths, e.g. a calibrated
+        :class:`~retrodraft.shape.TreeShape`) instead of growing the tree best-first.
+
+        ``None`` goes back to best-first. A template draft is deterministic even when sampling.
+        """
+        if template is None:
+            self.template = None
+            return
+        self.template = template_paths(template, self.table.k)
+        self._tpl_parent, self._tpl_rank = compile_template(self.template, self.table.k)
+        self.position_hits = np.zeros(len(self._tpl_parent), np.int64)
+        self.position_steps = 0
+        self._last = None
 
     def _tail(self, context: np.ndarray) -> np.ndarray:
         tail = np.full(self.max_order, PAD, np.int64)
@@ -220,13 +339,49 @@ class Stand(Drafter):
         if budget <= 0:
             return DraftTree.root_only(root)
         t = self.table
-        out_tok = np.empty(budget + 1, np.int64)
-        out_par = np.empty(budget + 1, np.int32)
-        out_dep = np.empty(budget + 1, np.int32)
-        out_sc = np.empty(budget + 1, np.float32)
+        if self.template is not None:
+            return self._propose_template(budget)
+        n = budget + 1
+        out_tok = np.empty(n, np.int64)
+        out_par = np.empty(n, np.int32)
+        out_dep = np.empty(n, np.int32)
+        out_sc = np.empty(n, np.float32)
+        temp = self.sampling_temperature
+        gumbel = None
+        prop_order = np.full((n, self.width), -1, np.int64)
+        prop_supp = np.full((n, t.k), -1, np.int64)
+        prop_q = np.zeros((n, t.k), np.float32)
+        if temp is not None:
+            gumbel = self._rng.gumbel(size=(n, t.k))
         m = _draft(t.keys, t.tok, t.w, self._last_tail, self.min_order, int(budget), self.width, self.shrink,
-                   out_tok, out_par, out_dep, out_sc)
-        return DraftTree(out_tok[:m], out_par[:m], out_dep[:m], out_sc[:m])
+                   gumbel, 1.0 / max(temp or 1.0, 1e-3), out_tok, out_par, out_dep, out_sc, prop_order, prop_supp,
+                   prop_q)
+        proposals = {}
+        if temp is not None:
+            for i in range(m):
+                drawn = prop_order[i][prop_order[i] >= 0]
+                if drawn.size:
+                    keep = prop_supp[i] >= 0
+                    proposals[i] = (drawn, prop_supp[i][keep], prop_q[i][keep])
+        return DraftTree(out_tok[:m], out_par[:m], out_dep[:m], out_sc[:m], proposals)
+
+    def _propose_template(self, budget: int) -> DraftTree:
+        t = self.table
+        n = len(self._tpl_parent)
+        out_tok = np.empty(n, np.int64)
+        out_par = np.empty(n, np.int32)
+        out_dep = np.empty(n, np.int32)
+        out_sc = np.empty(n, np.float32)
+        where = np.empty(n, np.int64)
+        m = _fill_template(t.keys, t.tok, t.w, self._last_tail, self.min_order, self._tpl_parent, self._tpl_rank,
+                           self.shrink, out_tok, out_par, out_dep, out_sc, where)
+        tree = DraftTree(out_tok[:m], out_par[:m], out_dep[:m], out_sc[:m])
+        if self.record:
+            position = np.empty(m, np.int64)
+            hit = where >= 0
+            position[where[hit]] = np.flatnonzero(hit)
+            self._last = (tree, position)
+        return tree.prune(budget)
 
     def observe(self, tree: DraftTree, accepted: np.ndarray, logits: torch.Tensor) -> None:
         """Merge every verified node's top-k distribution into its contexts' rows.
@@ -234,6 +389,12 @@ class Stand(Drafter):
         The accepted path is merged last, so if the table must evict, the real text's rows are
         the freshest.
         """
+        if self.record and self._last is not None:
+            mine, position = self._last
+            self._last = None
+            if len(mine) == len(tree) and np.array_equal(mine.tokens, tree.tokens):  # verified unchanged
+                self.position_steps += 1
+                self.position_hits[position[np.asarray(accepted)]] += 1
         tail = getattr(self, "_last_tail", None)
         if tail is None or tail[-1] != tree.tokens[0]:
             tail = self._tail(tree.tokens[:1])
@@ -250,3 +411,4 @@ class Stand(Drafter):
     def reset(self) -> None:
         self.table.clear()
         self._last_tail = None
+        self._rng = np.random.default_rng(self.seed)

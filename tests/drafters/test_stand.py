@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import torch
+
+from retrodraft.drafters.stand import Stand
+from retrodraft.errors import ConfigError
+from retrodraft.tree import DraftTree
+
+
+def _logits(vocab, probs: dict):
+    p = torch.full((vocab,), 1e-9)
+    for t, x in probs.items():
+        p[t] = x
+    return torch.log(p / p.sum())
+
+
+def _teach(d, context, probs_at_root, vocab=10):
+    """Verify a root-only tree after ``context`` whose model distribution is ``probs_at_root``."""
+    d.propose(np.array(context), 0)
+    d.observe(DraftTree.root_only(context[-1]), np.array([0]), _logits(vocab, probs_at_root)[None])
+
+
+def test_repeated_contexts_average_their_distributions():
+    d = Stand(max_order=2, k=4, shrink=0.0)
+    _teach(d, [1, 2], {5: 0.8, 6: 0.2})
+    _teach(d, [1, 2], {5: 0.2, 6: 0.8})
+    toks, w = d.table.row(np.array([1, 2]))
+    got = dict(zip(toks.tolist(), w.tolist()))
+    assert got[5] == pytest.approx(0.5, abs=1e-4) and got[6] == pytest.approx(0.5, abs=1e-4)
+    _teach(d, [1, 2], {7: 1.0})  # third time: the old row weighs 2/3
+    toks, w = d.table.row(np.array([1, 2]))
+    got = dict(zip(toks.tolist(), w.tolist()))
+    assert got[7] == pytest.approx(1 / 3, abs=1e-4) and got[5] == pytest.approx(1 / 3, abs=1e-4)
+
+
+def test_the_longest_known_context_wins():
+    d = Stand(max_order=2, k=4, width=1, shrink=0.0)
+    _teach(d, [1, 2], {5: 0.9, 6: 0.1})  # rows (2,) and (1, 2)
+    _teach(d, [3, 2], {6: 0.9, 5: 0.1})  # rows (2,) averaged and (3, 2)
+    assert d.propose(np.array([1, 2]), 1).tokens.tolist() == [2, 5]
+    assert d.propose(np.array([3, 2]), 1).tokens.tolist() == [2, 6]
+    # an unseen pair falls back to the unigram row (5 and 6 tie at 0.5 there)
+    assert d.propose(np.array([4, 2]), 1).tokens[1] in (5, 6)
+
+
+def test_drafts_best_first_within_the_budget():
+    d = Stand(max_order=1, k=4, width=2, shrink=0.0)
+    _teach(d, [0, 1], {2: 0.6, 3: 0.4})
+    _teach(d, [0, 2], {4: 0.9, 5: 0.1})
+    _teach(d, [0, 3], {6: 0.5, 7: 0.5})
+    tree = d.propose(np.array([0, 1]), 3)
+    paths = {tuple(tree.tokens[tree.path_to(i)].tolist()): float(tree.scores[i]) for i in range(len(tree))}
+    # 1->2 (0.6), 1->2->4 (0.54), 1->3 (0.4) beat 1->3->6 (0.2)
+    assert set(paths) == {(1,), (1, 2), (1, 2, 4), (1, 3)}
+    assert paths[(1, 2, 4)] == pytest.approx(0.54, abs=1e-3)
+    assert len(d.propose(np.array([0, 1]), 2)) == 3
+
+
+def test_every_verified_node_teaches_its_own_context():
+    d = Stand(max_order=2, k=2)
+    d.propose(np.array([1, 2]), 4)
+    tree = DraftTree.from_paths(2, [[3], [4]])  # nodes 2, 3, 4; only the root accepted
+    logits = torch.stack([_logits(10, {3: 1.0}), _logits(10, {8: 1.0}), _logits(10, {9: 1.0})])
+    d.observe(tree, np.array([0]), logits)
+    assert d.table.row(np.array([2, 3]))[0][0] == 8  # a rejected node's prediction is still real
+    assert d.table.row(np.array([2, 4]))[0][0] == 9
+    d.reset()
+    assert d.table.used == 0
+
+
+@pytest.mark.parametrize("kw", [dict(max_order=0), dict(min_order=5, max_order=4), dict(width=9, k=8),
+                                dict(shrink=-1), dict(max_bytes=10)])
+def test_bad_settings_are_refused(kw):
+    with pytest.raises(ConfigError):
+        Stand(**kw)
