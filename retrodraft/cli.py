@@ -143,7 +143,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         model=args.model, dtype=args.dtype, suites=_csv(args.suite), per_category=args.per_category,
         humaneval_n=args.humaneval, methods=_csv(args.methods), sweep=sweep, max_new_tokens=args.max_new_tokens,
         threads=args.threads, cold=args.cold, temperature=args.temperature, draft_model=args.draft_model,
-        out=args.out, progress=not args.quiet, plots=not args.no_plots,
+        index=args.index or None, out=args.out, progress=not args.quiet, plots=not args.no_plots,
     )
     print(report.read_text())
     print(f"written: {report.parent}/ (results.json, report.md, *.png)")
@@ -182,6 +182,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cold", action="store_true", help="reset drafter state before every prompt")
     p.add_argument("--temperature", type=float, default=0.0, help="> 0 samples instead of greedy decoding")
     p.add_argument("--draft-model", default=None, help="draft model for the assisted method")
+    p.add_argument("--index", action="append", default=[],
+                   help="corpus index for methods with the retrieval drafter (repeatable)")
     p.add_argument("--out", default="benchmarks/results/latest", help="output folder (default: %(default)s)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -250,8 +252,118 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_cmd_calibrate)
 
 
-# Help order. Later: index.
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models, _add_demo, _add_bench, _add_calibrate]
+def _cmd_index_build(args: argparse.Namespace) -> int:
+    from retrodraft import models
+    from retrodraft.index import build_index
+
+    tok = models.load_tokenizer(args.tokenizer)
+    h = build_index(args.sources, tok, args.out, include=args.include, exclude=args.exclude,
+                    jsonl_field=args.jsonl_field, shard_tokens=args.shard_tokens, workers=args.workers,
+                    force=args.force, progress=not args.quiet, tokenizer_name=args.tokenizer)
+    st = h["stats"]
+    print(f"indexed {st['tokens']:,} tokens from {st['files']:,} files ({st['documents']:,} documents) into "
+          f"{len(h['shards'])} shard(s) at {args.out} in {st['build_seconds']:.1f} s "
+          f"({st['tokens_per_second']:,} tokens/s)")
+    if st["skipped_files"]:
+        print(f"skipped {st['skipped_files']} unreadable file(s), e.g. {'; '.join(st['skipped_examples'][:3])}")
+    return 0
+
+
+def _cmd_index_info(args: argparse.Namespace) -> int:
+    import json
+
+    from retrodraft.index import CorpusIndex
+
+    print(json.dumps(CorpusIndex(args.index).info(), indent=1))
+    return 0
+
+
+def _cmd_index_verify(args: argparse.Namespace) -> int:
+    from retrodraft.index import CorpusIndex
+
+    checked = CorpusIndex(args.index).verify()
+    print(f"ok: {len(checked)} files match their checksums")
+    return 0
+
+
+def _cmd_index_query(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from retrodraft import models
+    from retrodraft.index import CorpusIndex
+
+    idx = CorpusIndex(args.index)
+    name = args.tokenizer or idx.header["tokenizer"].get("name")
+    if not name:
+        raise RetroDraftError("the index does not name its tokenizer: pass --tokenizer MODEL")
+    tok = models.load_tokenizer(name)
+    idx.check_tokenizer(tok)
+    ids = np.array(tok(args.text, add_special_tokens=False)["input_ids"])
+    if ids.size == 0:
+        raise RetroDraftError("the query text is empty")
+    r = idx.query(ids, depth=args.depth, max_matches=args.max_matches)
+    if r.match_len == 0:
+        print("no suffix of the text occurs in the index")
+        return 0
+    print(f"longest match: last {r.match_len} tokens {tok.decode(ids[-r.match_len:])!r}, {r.occurrences:,} occurrence(s)")
+    leaves = [i for i in range(1, len(r.tokens)) if i not in set(r.parents.tolist())]
+    def path(i):
+        out = []
+        while i > 0:
+            out.append(int(r.tokens[i]))
+            i = int(r.parents[i])
+        return out[::-1]
+    for i in sorted(leaves, key=lambda i: -r.counts[i])[: args.top]:
+        print(f"{r.counts[i] / r.counts[0]:6.1%}  {tok.decode(path(i))!r}")
+    return 0
+
+
+def _add_index(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("index", help="build and inspect corpus indexes for the retrieval drafter",
+                       description="Corpus indexes: token-level suffix arrays (memory-mapped, sharded) that the "
+                                   "'retrieval' drafter draws continuations from.")
+    isub = p.add_subparsers(dest="index_command", metavar="COMMAND", required=True)
+    b = isub.add_parser(
+        "build", help="index files, folders, globs or JSONL fields",
+        description="Tokenize the sources with the model's tokenizer, cut the stream into shards and suffix-sort "
+                    "them in parallel. Undecodable files are skipped and counted. The index appears at --out only "
+                    "when complete.",
+        epilog="examples:\n"
+               "  retrodraft index build /usr/lib/python3.11 --include '*.py' --tokenizer qwen2.5-coder-1.5b \\\n"
+               "      --out indexes/stdlib\n"
+               "  retrodraft index build data/*.jsonl --jsonl-field text --tokenizer smollm2-135m --out indexes/chat",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("sources", nargs="+", metavar="SOURCE", help="file, folder (recursive) or glob")
+    b.add_argument("--tokenizer", required=True, help="registry model name or model folder whose tokenizer to use")
+    b.add_argument("--out", required=True, help="index folder to create, e.g. indexes/NAME")
+    b.add_argument("--include", action="append", default=[], help="glob on file paths/names to keep (repeatable)")
+    b.add_argument("--exclude", action="append", default=[], help="glob on file paths/names to drop (repeatable)")
+    b.add_argument("--jsonl-field", default=None, help="for .jsonl files: index this field of every line")
+    b.add_argument("--shard-tokens", type=int, default=50_000_000, help="tokens per shard (default: %(default)s)")
+    b.add_argument("--workers", type=int, default=None, help="parallel shard builders (default: CPU count)")
+    b.add_argument("--force", action="store_true", help="replace an existing index")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(run=_cmd_index_build)
+    i = isub.add_parser("info", help="header, statistics and shards of an index")
+    i.add_argument("index", help="index folder")
+    i.set_defaults(run=_cmd_index_info)
+    v = isub.add_parser("verify", help="recompute every shard checksum")
+    v.add_argument("index", help="index folder")
+    v.set_defaults(run=_cmd_index_verify)
+    q = isub.add_parser("query", help="the continuations the index holds after a text")
+    q.add_argument("index", help="index folder")
+    q.add_argument("text", help="context text; its longest suffix found in the corpus is matched")
+    q.add_argument("--tokenizer", default=None, help="default: the one the index was built with")
+    q.add_argument("--depth", type=int, default=8, help="continuation tokens (default: %(default)s)")
+    q.add_argument("--max-matches", type=int, default=64, help="occurrences sampled (default: %(default)s)")
+    q.add_argument("--top", type=int, default=10, help="continuations shown (default: %(default)s)")
+    q.set_defaults(run=_cmd_index_query)
+
+
+# Help order.
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_models, _add_demo, _add_bench, _add_calibrate, _add_index,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -292,9 +404,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # e.g. `retrodraft models list | head -1`; silence the exit flush
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+    except OSError as e:  # disk full, permission denied, ...: the OS said it clearly enough
+        if isinstance(e, BrokenPipeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"{PROG}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

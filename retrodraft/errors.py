@@ -13,6 +13,9 @@ __all__ = [
     "ModelNotFoundError",
     "FetchError",
     "ChecksumError",
+    "IndexFormatError",
+    "IndexMismatchError",
+    "SourceError",
 ]
 
 
@@ -38,3 +41,15 @@ class FetchError(RetroDraftError):
 
 class ChecksumError(FetchError):
     """The joined GGUF file does not have the sha256 pinned in the registry."""
+
+
+class IndexFormatError(RetroDraftError):
+    """A corpus index is missing, incomplete, truncated, corrupted or from a newer format."""
+
+
+class IndexMismatchError(RetroDraftError):
+    """A corpus index was built with another tokenizer than the model's."""
+
+
+class SourceError(RetroDraftError):
+    """A corpus source for ``retrodraft index build`` is missing, empty or unreadable."""

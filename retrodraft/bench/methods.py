@@ -7,7 +7,8 @@ Names (``--methods``):
   ``max_matching_ngram_size=2``, transformers' documented defaults).
 - ``assisted``: transformers' assisted generation with a draft model (``--draft-model``).
 - ``retrodraft:SPEC``: retrodraft with ``SPEC`` = ``default`` or drafter names joined by ``+``,
-  optionally ``@BUDGET`` (``retrodraft:recycling+lookup@16``).
+  optionally ``@BUDGET`` (``retrodraft:recycling+lookup@16``). A spec with ``retrieval`` drafts
+  from the corpus index given by ``--index`` (without one, from the prompt only).
 """
 
 from __future__ import annotations
@@ -63,8 +64,9 @@ class Method:
             self.assistant.reset()
 
 
-def make_method(name: str, draft_model=None) -> Method:
-    """A :class:`Method` from its command-line name (see the module docstring)."""
+def make_method(name: str, draft_model=None, index=None) -> Method:
+    """A :class:`Method` from its command-line name (see the module docstring); ``index`` (a
+    corpus index folder or list of them) feeds methods that include the ``retrieval`` drafter."""
     if name == "greedy":
         return Method(name)
     if name == "pld":
@@ -81,5 +83,6 @@ def make_method(name: str, draft_model=None) -> Method:
             b: int | str = int(budget) if budget else "auto"
         except ValueError:
             raise ConfigError(f"bad budget in method {name!r}: {budget!r} is not an integer") from None
-        return Method(name, assistant=RetroDraft(drafters=drafters, budget=b))
+        uses_index = drafters is not None and "retrieval" in drafters
+        return Method(name, assistant=RetroDraft(drafters=drafters, budget=b, index=index if uses_index else None))
     raise ConfigError(f"unknown method {name!r}; use greedy, pld, assisted or retrodraft[:DRAFTERS[@BUDGET]].")

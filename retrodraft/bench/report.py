@@ -12,7 +12,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-__all__ = ["summarize", "write_report"]
+__all__ = ["summarize", "markdown_table", "pivot_table", "write_report"]
 
 ALL = "all"
 
@@ -90,6 +90,32 @@ def markdown_table(rows: list[dict]) -> str:
             f"{_fmt(r['speedup'], '.2f')}x | {_fmt(r['mat'], '.2f')} | {_fmt(r['mean_tree'], '.1f')} | "
             f"{r['exact']:.0%} | {r['peak_mem_mb']:.0f} | {split} |"
         )
+    return head + "\n".join(lines) + "\n"
+
+
+def pivot_table(rows: list[dict]) -> str:
+    """Category x method grid of ``speedup (MAT)``, with greedy's tokens/s as the baseline column;
+    the compact view for a README (``markdown_table`` has every figure)."""
+    methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != "greedy"]
+    cats = list(dict.fromkeys(r["category"] for r in rows))
+    by = {(r["method"], r["category"]): r for r in rows}
+    head = "| category | greedy tok/s | " + " | ".join(m.removeprefix("retrodraft:") for m in methods) + " |\n"
+    head += "|---|---:|" + "---:|" * len(methods) + "\n"
+    lines = []
+    for c in cats:
+        g = by.get(("greedy", c))
+        cells = []
+        for m in methods:
+            r = by.get((m, c))
+            if r is None:
+                cells.append("-")
+                continue
+            cell = f"{_fmt(r['speedup'], '.2f')}x"
+            if r["mat"] is not None:
+                cell += f" ({r['mat']:.2f})"
+            cells.append(f"**{cell}**" if c == ALL else cell)
+        lines.append(f"| {c} | {g['tok_per_s']:.2f} | " + " | ".join(cells) + " |" if g else
+                     f"| {c} | - | " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
 
 

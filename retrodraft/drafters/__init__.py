@@ -2,7 +2,8 @@
 
 Names are stable public API: ``"recycling"`` (Token Recycling), ``"lookup"`` (prompt lookup
 that branches over several matches), ``"stand"`` (n-grams storing distributions) and ``"aded"``
-(an adaptive tri-gram table searched with PUCT).
+(an adaptive tri-gram table searched with PUCT) and ``"retrieval"`` (continuations from corpus
+indexes and a per-request datastore).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ DRAFTERS: dict[str, str] = {
     "lookup": "retrodraft.drafters.lookup:PromptLookup",
     "stand": "retrodraft.drafters.stand:Stand",
     "aded": "retrodraft.drafters.aded:Aded",
+    "retrieval": "retrodraft.drafters.retrieval:Retrieval",
 }
 
 

@@ -129,7 +129,8 @@ def _draft(keys, tok, w, tail, n_min, budget, width, shrink, gumbel, inv_temp,
     tokens. Sampling: Gumbel-top-k over ``log q``, ``q`` the row at temperature ``1 / inv_temp``,
     i.e. ``width`` draws without replacement from ``q``, recorded per expanded node in
     ``prop_order`` (draw order, -1 padded), ``prop_supp`` / ``prop_q`` (the distribution).
-    Scores along a draw sequence never increase, so pruning by score keeps a prefix of it.
+    A draw's score depends on its rank, not on the token drawn (see the comment below), and
+    never increases along a draw sequence, so a budget cut keeps a prefix of it.
     Shapes: tail ``(N,)``, out_* ``(budget + 1,)``, gumbel / prop_supp / prop_q
     ``(budget + 1, k)``, prop_order ``(budget + 1, width)``.
     """
@@ -181,7 +182,6 @@ def _draft(keys, tok, w, tail, n_min, budget, width, shrink, gumbel, inv_temp,
                     prop_q[expand, r] = q[r]
                     key[r] = key[r] + gumbel[expand, r] if q[r] > 0 else -1e300
                     taken[r] = False
-                prev = out_sc[expand]
                 for j in range(min(width, k)):
                     best = -1
                     for r in range(k):
@@ -191,11 +191,12 @@ def _draft(keys, tok, w, tail, n_min, budget, width, shrink, gumbel, inv_temp,
                         break
                     taken[best] = True
                     prop_order[expand, j] = tok[s, best]
-                    est = out_sc[expand] * (q[best] / (1.0 + shrink * q[best]))
-                    prev = min(prev, est)
+                    # The j-th draw is scored by the j-th largest q (the row is sorted), never by
+                    # what was drawn: whether a draw makes it into the tree must not depend on its
+                    # value, or the verifier's rejection chain would see a biased sample.
                     c_par[nc] = expand
                     c_tok[nc] = tok[s, best]
-                    c_sc[nc] = prev
+                    c_sc[nc] = out_sc[expand] * (q[j] / (1.0 + shrink * q[j]))
                     nc += 1
         if m > budget:
             break

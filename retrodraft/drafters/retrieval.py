@@ -1,0 +1,164 @@
+"""Retrieval drafting (REST / RASD, made model-free): continuations from a corpus.
+
+Each step the longest suffix of the context is looked up in the attached corpus indexes and in a
+per-request datastore (the prompt, plus any documents the caller adds, e.g. RAG passages); the
+continuations that followed it there become a trie whose node scores are count shares (how many
+retrieved continuations pass through the node), discounted by how short the match was. The
+assistant fuses this trie with the other drafters' trees by longest-prefix matching, so where
+the corpus and the n-gram drafters agree a path is kept once with the higher score.
+
+An index must come from the model's tokenizer: it is checked (fingerprint of vocabulary and
+special tokens) on the first call with a model, and a mismatch is refused naming both.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..tree import DraftTree
+from .base import Drafter
+
+__all__ = ["Retrieval"]
+
+
+class _Datastore:
+    """A small in-memory token store with a suffix array (per request)."""
+
+    def __init__(self) -> None:
+        self.docs: list[np.ndarray] = []
+        self.tokens = np.zeros(0, np.int32)
+        self.sa = np.zeros(0, np.int32)
+
+    def set(self, docs: Sequence[np.ndarray]) -> None:
+        from ..index.build import suffix_array
+
+        self.docs = [np.asarray(d, np.int32) for d in docs if len(d)]
+        if not self.docs:
+            self.tokens, self.sa = np.zeros(0, np.int32), np.zeros(0, np.int32)
+            return
+        parts = []
+        for d in self.docs:
+            parts += [d, np.array([-1], np.int32)]
+        self.tokens = np.concatenate(parts)
+        self.sa = suffix_array(self.tokens).astype(np.int32)
+
+
+class Retrieval(Drafter):
+    """Drafts the continuations a corpus holds after the current context's longest suffix.
+
+    Args:
+        index: a corpus index folder, an opened :class:`~retrodraft.index.CorpusIndex`, or a list
+            of either (queried together); None for the per-request datastore only. Opened indexes
+            are read-only and can be shared by any number of drafters.
+        use_prompt: also retrieve from the prompt of each call.
+        max_len / min_len: suffix lengths tried, longest first (a 1-token match is too weak to
+            trust in a large corpus, hence the default 2).
+        depth: tokens per continuation.
+        max_matches: occurrences sampled per shard.
+        confidence: the score of a match of ``L`` tokens is scaled by ``L / (L + confidence)``.
+    """
+
+    name = "retrieval"
+
+    def __init__(self, index=None, use_prompt: bool = True, max_len: int = 16, min_len: int = 2, depth: int = 8,
+                 max_matches: int = 64, confidence: float = 2.0) -> None:
+        from ..index import CorpusIndex
+
+        for label, v, lo, hi in (("max_len", max_len, 1, 256), ("depth", depth, 1, 64),
+                                 ("max_matches", max_matches, 1, 100_000)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+                raise ConfigError(f"{label} must be an integer from {lo} to {hi}, got {v!r}.")
+        if isinstance(min_len, bool) or not isinstance(min_len, (int, np.integer)) or not 1 <= min_len <= max_len:
+            raise ConfigError(f"min_len must be an integer from 1 to max_len={max_len}, got {min_len!r}.")
+        items = [] if index is None else (list(index) if isinstance(index, (list, tuple)) else [index])
+        self.indexes: list[CorpusIndex] = [i if isinstance(i, CorpusIndex) else CorpusIndex(i) for i in items]
+        self.use_prompt = bool(use_prompt)
+        self.max_len, self.min_len, self.depth, self.max_matches = int(max_len), int(min_len), int(depth), int(max_matches)
+        self.confidence = float(confidence)
+        self.store = _Datastore()
+        self._extra: list[np.ndarray] = []
+        self._checked: set[str] = set()
+
+    # ------------------------------------------------------------------ per request
+    def add_documents(self, docs: Sequence[Sequence[int]]) -> None:
+        """Token id sequences (e.g. retrieved passages) to draw from in the calls that follow,
+        until :meth:`clear_documents`."""
+        self._extra = [np.asarray(d, np.int32) for d in docs]
+        self.store.set(self._extra)
+
+    def clear_documents(self) -> None:
+        self._extra = []
+        self.store.set([])
+
+    def check_model(self, model: torch.nn.Module) -> None:
+        """Refuse indexes built with another tokenizer than ``model``'s (checked once per model)."""
+        path = getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", None)
+        if not self.indexes or not path or path in self._checked:
+            return
+        try:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError):
+            tok = None
+        vocab = model.config.get_text_config().vocab_size
+        for idx in self.indexes:
+            if tok is not None:
+                idx.check_tokenizer(tok)
+            elif idx.header["tokenizer"].get("vocab_size", 0) > vocab:
+                from ..errors import IndexMismatchError
+
+                raise IndexMismatchError(f"index {idx.path} uses token ids up to {idx.header['tokenizer']['vocab_size']}"
+                                         f" but the model's vocabulary has {vocab}: another tokenizer.")
+        self._checked.add(path)
+
+    def begin(self, prompt: np.ndarray, vocab_size: int) -> None:
+        docs = list(self._extra)
+        if self.use_prompt and len(prompt) > 1:
+            docs.append(np.asarray(prompt[:-1], np.int32))  # the last token is the first root
+        self.store.set(docs)
+
+    # ------------------------------------------------------------------ drafting
+    def _sources(self):
+        for idx in self.indexes:
+            yield idx
+        if len(self.store.tokens):
+            yield self.store
+
+    def propose(self, context: np.ndarray, budget: int) -> DraftTree:
+        from ..index.search import continuations, count_trie, longest_match
+
+        root = int(context[-1])
+        if budget <= 0:
+            return DraftTree.root_only(root)
+        ctx = np.ascontiguousarray(np.asarray(context[-self.max_len:], np.int32))
+        best, found = 0, []
+        for src in self._sources():
+            shards = src.shards if hasattr(src, "shards") else [(src.tokens, src.sa)]
+            for tok, sa in shards:
+                length, lo, hi = longest_match(tok, sa, ctx, self.min_len)
+                if length > best:
+                    best, found = length, []
+                if length and length == best:
+                    found.append((tok, sa, lo, hi))
+        if best == 0:
+            return DraftTree.root_only(root)
+        conts = np.concatenate([continuations(t, s, lo, hi, best, self.depth, self.max_matches)
+                                for t, s, lo, hi in found])
+        weights = np.concatenate([np.full(min(hi - lo, self.max_matches), (hi - lo) / min(hi - lo, self.max_matches))
+                                  for _, _, lo, hi in found])
+        tokens, parents, counts = count_trie(conts, weights, root)
+        share = counts / max(counts[0], 1e-9)
+        scores = share * (best / (best + self.confidence))
+        scores[0] = 1.0
+        return DraftTree.from_arrays(tokens, parents, scores.astype(np.float32)).prune(budget)
+
+    def observe(self, tree: DraftTree, accepted: np.ndarray, logits: torch.Tensor) -> None:
+        """The corpus does not change while decoding; nothing to learn."""
+
+    def reset(self) -> None:
+        self.clear_documents()
