@@ -16,6 +16,7 @@ from scipy.stats import chisquare
 
 from helpers import RandomDrafter, tiny_model
 from retrodraft import RetroDraft
+from retrodraft.drafters.stand import Stand
 
 VOCAB, NEW, N = 8, 3, 2000
 P_MIN = 1e-3
@@ -88,12 +89,13 @@ SETTINGS = {
 
 
 def _drafters(kind):
+    """Seeded drafters by name; ``stand`` samples its drafts (rejection sampling in the verifier)."""
     if kind == "random":
         return [RandomDrafter(VOCAB, seed=5)]
-    return kind.split("+")  # stand samples its drafts: rejection sampling in the verifier
+    return [Stand(seed=0) if name == "stand" else name for name in kind.split("+")]
 
 
-@pytest.mark.parametrize("kind", ["random", "stand", "stand+recycling"])
+@pytest.mark.parametrize("kind", ["random", "recycling+lookup", "aded", "stand", "stand+recycling"])
 @pytest.mark.parametrize("name", list(SETTINGS))
 def test_sampled_distribution_is_the_models(name, kind):
     model = _model()

@@ -158,7 +158,7 @@ def _plots(results: dict, rows: list[dict], out_dir: Path) -> list[str]:
     cats = list(dict.fromkeys(r["category"] for r in rows))
     by = {(r["method"], r["category"]): r for r in rows}
     if methods:
-        fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(cats) * max(1, len(methods)) / 2), 4))
+        fig, ax = plt.subplots(figsize=(min(14, max(6, 0.25 * len(cats) * max(1, len(methods)) + 2)), 4.5))
         w = 0.8 / len(methods)
         x = np.arange(len(cats))
         for j, m in enumerate(methods):
@@ -168,7 +168,7 @@ def _plots(results: dict, rows: list[dict], out_dir: Path) -> list[str]:
         ax.set_xticks(x, cats, rotation=20)
         ax.set_ylabel("speedup over greedy (x)")
         ax.set_title(f"{results['environment']['model']} {results['environment']['dtype']}: speedup by category")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         fig.savefig(out_dir / "speedup.png", dpi=110)
         plt.close(fig)
@@ -196,7 +196,7 @@ def _plots(results: dict, rows: list[dict], out_dir: Path) -> list[str]:
 
     split = [(m, by[(m, ALL)]) for m in methods if "draft_share" in by.get((m, ALL), {})]
     if split:
-        fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(split)), 4))
+        fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(split)) + 2.5, 4))
         parts = [("prefill_share", "prefill"), ("draft_share", "drafting"), ("verify_share", "tree pass"),
                  ("bookkeeping_share", "bookkeeping")]
         bottom = np.zeros(len(split))
@@ -209,7 +209,7 @@ def _plots(results: dict, rows: list[dict], out_dir: Path) -> list[str]:
         ax.set_ylabel("share of wall time")
         ax.set_ylim(0, 1)
         ax.set_title("Where the time goes (all prompts)")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         fig.savefig(out_dir / "time_split.png", dpi=110)
         plt.close(fig)

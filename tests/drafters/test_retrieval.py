@@ -39,7 +39,7 @@ def test_drafts_what_followed_the_longest_suffix_in_the_datastore():
 def test_prompt_is_a_datastore_too():
     d = Retrieval(min_len=2)
     d.begin(np.array([7, 8, 9, 10, 7, 8]), 300)
-    assert d.propose(np.array([7, 8]), 4).paths() == [[9, 10, 7, 8]]
+    assert d.propose(np.array([7, 8]), 4).paths() == [[9, 10, 7]]  # the last prompt token is the root
 
 
 def test_generation_with_an_index_is_exact(tmp_path):

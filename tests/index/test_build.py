@@ -160,4 +160,4 @@ def test_a_dask_cluster_builds_the_same_index_as_the_local_pool(corpus, tmp_path
         remote = build_index([str(corpus)], tok, tmp_path / "dask", shard_tokens=1000, progress=False,
                              executor=client.get_executor())
     assert [s["files"] for s in remote["shards"]] == [s["files"] for s in local["shards"]]
-    assert len(local["shards"]) >= 3 and remote["stats"]["tokens"] == local["stats"]["tokens"]
+    assert len(local["shards"]) >= 2 and remote["stats"]["tokens"] == local["stats"]["tokens"]
