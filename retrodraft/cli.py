@@ -135,6 +135,13 @@ def _csv(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    """--model and --dtype, as every model-loading subcommand spells them."""
+    p.add_argument("--model", default="smollm2-135m", help="registry name or model folder (default: %(default)s)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="weight dtype (default: %(default)s)")
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from retrodraft.bench import bench
 
@@ -167,9 +174,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                "  retrodraft bench --model smollm2-135m --suite humaneval --sweep 2,4,8,16,32",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", default="smollm2-135m", help="registry name or model folder (default: %(default)s)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                   help="weight dtype (default: %(default)s)")
+    _add_model_args(p)
     p.add_argument("--suite", default="spec-bench,humaneval",
                    help="comma list: spec-bench, humaneval, humaneval-chat, or one Spec-Bench category "
                         "(default: %(default)s)")
@@ -236,9 +241,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
                "      --budgets cpu-float32=8,cpu-bfloat16=24,gpu=64",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", default="smollm2-135m", help="registry name or model folder (default: %(default)s)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                   help="weight dtype (default: %(default)s)")
+    _add_model_args(p)
     p.add_argument("--suite", default="humaneval,multi-turn,qa",
                    help="benchmark prompts to calibrate on, as for bench --suite (default: %(default)s)")
     p.add_argument("--prompts", type=int, default=10, help="prompts per category (default: %(default)s)")

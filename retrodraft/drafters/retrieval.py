@@ -19,6 +19,8 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..index.build import suffix_array
+from ..index.corpus import CorpusIndex, retrieve
 from ..tree import DraftTree
 from .base import Drafter
 
@@ -34,8 +36,6 @@ class _Datastore:
         self.sa = np.zeros(0, np.int32)
 
     def set(self, docs: Sequence[np.ndarray]) -> None:
-        from ..index.build import suffix_array
-
         self.docs = [np.asarray(d, np.int32) for d in docs if len(d)]
         if not self.docs:
             self.tokens, self.sa = np.zeros(0, np.int32), np.zeros(0, np.int32)
@@ -66,8 +66,6 @@ class Retrieval(Drafter):
 
     def __init__(self, index=None, use_prompt: bool = True, max_len: int = 16, min_len: int = 2, depth: int = 8,
                  max_matches: int = 64, confidence: float = 2.0) -> None:
-        from ..index import CorpusIndex
-
         for label, v, lo, hi in (("max_len", max_len, 1, 256), ("depth", depth, 1, 64),
                                  ("max_matches", max_matches, 1, 100_000)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
@@ -123,39 +121,22 @@ class Retrieval(Drafter):
         self.store.set(docs)
 
     # ------------------------------------------------------------------ drafting
-    def _sources(self):
-        for idx in self.indexes:
-            yield idx
+    def _shards(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        shards = [sh for idx in self.indexes for sh in idx.shards]
         if len(self.store.tokens):
-            yield self.store
+            shards.append((self.store.tokens, self.store.sa))
+        return shards
 
     def propose(self, context: np.ndarray, budget: int) -> DraftTree:
-        from ..index.search import continuations, count_trie, longest_match
-
         root = int(context[-1])
         if budget <= 0:
             return DraftTree.root_only(root)
-        ctx = np.ascontiguousarray(np.asarray(context[-self.max_len:], np.int32))
-        best, found = 0, []
-        for src in self._sources():
-            shards = src.shards if hasattr(src, "shards") else [(src.tokens, src.sa)]
-            for tok, sa in shards:
-                length, lo, hi = longest_match(tok, sa, ctx, self.min_len)
-                if length > best:
-                    best, found = length, []
-                if length and length == best:
-                    found.append((tok, sa, lo, hi))
-        if best == 0:
+        r = retrieve(self._shards(), context, self.max_len, self.min_len, self.depth, self.max_matches)
+        if r.match_len == 0:
             return DraftTree.root_only(root)
-        conts = np.concatenate([continuations(t, s, lo, hi, best, self.depth, self.max_matches)
-                                for t, s, lo, hi in found])
-        weights = np.concatenate([np.full(min(hi - lo, self.max_matches), (hi - lo) / min(hi - lo, self.max_matches))
-                                  for _, _, lo, hi in found])
-        tokens, parents, counts = count_trie(conts, weights, root)
-        share = counts / max(counts[0], 1e-9)
-        scores = share * (best / (best + self.confidence))
+        scores = r.counts / max(r.counts[0], 1e-9) * (r.match_len / (r.match_len + self.confidence))
         scores[0] = 1.0
-        return DraftTree.from_arrays(tokens, parents, scores.astype(np.float32)).prune(budget)
+        return DraftTree.from_arrays(r.tokens, r.parents, scores.astype(np.float32)).prune(budget)
 
     def observe(self, tree: DraftTree, accepted: np.ndarray, logits: torch.Tensor) -> None:
         """The corpus does not change while decoding; nothing to learn."""

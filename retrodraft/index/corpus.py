@@ -16,7 +16,7 @@ from ..errors import IndexFormatError, IndexMismatchError
 from .format import read_header, sha256_file, tokenizer_fingerprint
 from .search import continuations, count_trie, longest_match
 
-__all__ = ["CorpusIndex", "Retrieved"]
+__all__ = ["CorpusIndex", "Retrieved", "retrieve"]
 
 
 @dataclass
@@ -35,6 +35,37 @@ class Retrieved:
     tokens: np.ndarray
     parents: np.ndarray
     counts: np.ndarray
+
+
+def retrieve(shards, context: np.ndarray, max_len: int = 16, min_len: int = 1, depth: int = 8,
+             max_matches: int = 64) -> Retrieved:
+    """Continuations of the longest suffix of ``context`` found in any of ``shards``.
+
+    Args:
+        shards: ``(tokens, suffix_array)`` pairs (memory maps or in-memory arrays).
+        context: ``(n,)`` token ids; the last one is the trie's root.
+        max_len / min_len: suffix lengths tried, longest first.
+        depth: continuation length.
+        max_matches: occurrences sampled per shard (evenly over the match range); each sampled
+            continuation weighs (occurrences / sampled), so counts estimate the full corpus.
+    """
+    ctx = np.ascontiguousarray(np.asarray(context, np.int64)[-max_len:]).astype(np.int32)
+    best, found = 0, []
+    for tok, sa in shards:
+        length, lo, hi = longest_match(tok, sa, ctx, min_len)
+        if length == 0:
+            continue
+        if length > best:
+            best, found = length, []
+        if length == best:
+            found.append((tok, sa, lo, hi))
+    root = int(ctx[-1]) if len(ctx) else -1
+    if best == 0:
+        return Retrieved(0, 0, np.array([root]), np.array([-1]), np.array([0.0]))
+    conts = [continuations(tok, sa, lo, hi, best, depth, max_matches) for tok, sa, lo, hi in found]
+    weights = [np.full(len(c), (hi - lo) / max(len(c), 1)) for c, (_, _, lo, hi) in zip(conts, found)]
+    tokens, parents, counts = count_trie(np.concatenate(conts), np.concatenate(weights), root)
+    return Retrieved(best, int(sum(hi - lo for _, _, lo, hi in found)), tokens, parents, counts)
 
 
 class CorpusIndex:
@@ -115,23 +146,7 @@ class CorpusIndex:
             depth: continuation length.
             max_matches: occurrences sampled per shard (evenly over the match range).
         """
-        ctx = np.ascontiguousarray(np.asarray(context, np.int64)[-max_len:]).astype(np.int32)
-        best, found = 0, []
-        for tok, sa in self.shards:
-            length, lo, hi = longest_match(tok, sa, ctx, min_len)
-            if length == 0:
-                continue
-            if length > best:
-                best, found = length, []
-            if length == best:
-                found.append((tok, sa, lo, hi))
-        root = int(ctx[-1]) if len(ctx) else -1
-        if best == 0:
-            return Retrieved(0, 0, np.array([root]), np.array([-1]), np.array([0.0]))
-        conts = [continuations(tok, sa, lo, hi, best, depth, max_matches) for tok, sa, lo, hi in found]
-        weights = [np.full(len(c), (hi - lo) / max(len(c), 1)) for c, (_, _, lo, hi) in zip(conts, found)]
-        tokens, parents, counts = count_trie(np.concatenate(conts), np.concatenate(weights), root)
-        return Retrieved(best, int(sum(hi - lo for _, _, lo, hi in found)), tokens, parents, counts)
+        return retrieve(self.shards, context, max_len, min_len, depth, max_matches)
 
     def info(self) -> dict:
         h = self.header
