@@ -2,7 +2,8 @@
 
 It owns the drafters, the node budget and the statistics of the last call. Each step it asks
 every drafter for a tree, fuses the trees by longest-prefix matching, keeps the best-scored
-nodes within the budget, and after verification feeds the verdict back to every drafter.
+nodes - as many as pay on this device (``budget="auto"``, see :mod:`retrodraft.cost`) or a fixed
+number - and after verification feeds the verdict back to every drafter.
 """
 
 from __future__ import annotations
@@ -13,24 +14,29 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .drafters import Drafter, make_drafter
 from pathlib import Path
 
+from .cost import CostModel, TreeSizer, model_key
+from .drafters import Drafter, make_drafter
 from .errors import ConfigError
 from .shape import TreeShape
 from .tree import DraftTree
 
-__all__ = ["RetroDraft", "Stats", "BUDGET_PRESETS", "DEFAULT_DRAFTERS", "MAX_BUDGET"]
+__all__ = ["RetroDraft", "Stats", "BUDGET_PRESETS", "DEFAULT_DRAFTERS", "MAX_BUDGET", "AUTO_MAX_NODES"]
 
-#: Draft nodes per step by device and dtype. A tree's cost differs wildly by device: on the
-#: 2-core CPU of ../shared/MODELS.md a 16-token float32 pass costs ~2x one token, a bfloat16 one
-#: ~1.3x, and on a GPU ~1x up to 64 tokens. The CPU values are the best budgets of the committed
-#: sweeps (benchmarks/results/sweep-*): 8 and 16 tie in float32 on SmolLM2-135M, and 8 beat 16,
-#: 32 and 64 in bfloat16 on Qwen2.5-Coder-1.5B (the tree's extra acceptance grows slower than its
-#: cost). The GPU value is untested here (no GPU was lent).
+#: Fixed draft nodes per step by device and dtype, for ``budget="preset"``. A tree's cost differs
+#: wildly by device: on the 2-core CPU of ../shared/MODELS.md a 16-token float32 pass costs ~2x
+#: one token, a bfloat16 one ~1.3x, and on a GPU ~1x up to 64 tokens. The CPU values are the best
+#: fixed budgets of the committed sweeps (benchmarks/results/sweep-*): 8 and 16 tie in float32 on
+#: SmolLM2-135M, and 8 beat 16, 32 and 64 in bfloat16 on Qwen2.5-Coder-1.5B. The GPU value is
+#: untested here (no GPU was lent). ``budget="auto"`` (the default) sizes every step instead.
 BUDGET_PRESETS: dict[str, int] = {"cpu-float32": 8, "cpu-bfloat16": 8, "gpu": 64}
 DEFAULT_DRAFTERS: tuple[str, ...] = ("recycling", "lookup")
 MAX_BUDGET = 1024
+#: The most draft nodes ``budget="auto"`` drafts and may verify per step. Beyond ~32 nodes no CPU
+#: sweep gained (the cost grows faster than acceptance) and drafting itself gets dearer; a GPU
+#: user can raise it with ``RetroDraft(max_nodes=...)``.
+AUTO_MAX_NODES = 32
 
 
 @dataclass
@@ -87,21 +93,29 @@ class RetroDraft:
     Args:
         drafters: drafter names (``"recycling"``, ``"lookup"``) or :class:`Drafter` instances;
             default :data:`DEFAULT_DRAFTERS`. Their trees are fused each step.
-        budget: draft nodes per step (root excluded), 0..``MAX_BUDGET``, or ``"auto"`` to pick
-            from :data:`BUDGET_PRESETS` by the model's device and dtype.
+        budget: ``"auto"`` (default): each step verify as many of the fused tree's best nodes
+            as maximize expected tokens per second on this model, device and dtype (measured
+            cost curve, calibrated acceptance; none when drafting does not pay). An integer
+            0..``MAX_BUDGET``: always that many nodes (when the drafters find that many).
+            ``"preset"``: the fixed :data:`BUDGET_PRESETS` value for the device and dtype.
         tree: a calibrated tree shape (:class:`~retrodraft.shape.TreeShape`, a preset name such
             as ``"cpu-bfloat16"``, or a ``.json`` path from ``retrodraft calibrate``) that the
             template-filling drafters (``recycling``, ``stand``) draft into.
         index: corpus index folder(s) or opened :class:`~retrodraft.index.CorpusIndex` objects
             for the ``retrieval`` drafter (added to the default drafters when ``drafters`` is
             not given).
+        cost: the :class:`~retrodraft.cost.CostModel` for ``budget="auto"`` (or a ``.json``
+            path saved by it); default: measured once per model/device/dtype and cached.
+        max_nodes: the most draft nodes ``budget="auto"`` may choose (default
+            :data:`AUTO_MAX_NODES`; drafting more costs CPU time every step).
 
     Drafter state persists across calls (a warm start); :meth:`reset` forgets it.
     ``stats`` describes the most recent call.
     """
 
     def __init__(self, drafters: Sequence[str | Drafter] | None = None, budget: int | str = "auto",
-                 tree: "str | Path | TreeShape | None" = None, index=None) -> None:
+                 tree: "str | Path | TreeShape | None" = None, index=None,
+                 cost: "CostModel | str | Path | None" = None, max_nodes: int | None = None) -> None:
         names = list(DEFAULT_DRAFTERS) if drafters is None else list(drafters)
         if isinstance(drafters, (str, Drafter)):
             names = [drafters]
@@ -125,6 +139,12 @@ class RetroDraft:
                                   f"none of {[d.name for d in self.drafters]} does.")
             for d in shaped:
                 d.use_template(self.tree.paths)
+        self.cost = cost if cost is None or isinstance(cost, CostModel) else CostModel.load(cost)
+        if max_nodes is not None and (isinstance(max_nodes, bool) or not isinstance(max_nodes, (int, np.integer))
+                                      or not 1 <= max_nodes <= MAX_BUDGET):
+            raise ConfigError(f"max_nodes must be an integer from 1 to {MAX_BUDGET}, got {max_nodes!r}.")
+        self.max_nodes = AUTO_MAX_NODES if max_nodes is None else int(max_nodes)
+        self.sizer: TreeSizer | None = None
         self.stats = Stats()
         self._vocab_size: int | None = None
 
@@ -133,8 +153,10 @@ class RetroDraft:
 
     # ------------------------------------------------------------------ per call
     def budget_for(self, model: torch.nn.Module) -> int:
-        """The node budget this call will use on ``model``."""
-        if self.budget != "auto":
+        """The most draft nodes a step of this call may verify on ``model``."""
+        if self.budget == "auto":
+            return self.max_nodes if self.sizer is None else self.sizer.max_nodes
+        if self.budget != "preset":
             return int(self.budget)
         device = next(model.parameters()).device
         if device.type != "cpu":
@@ -147,6 +169,12 @@ class RetroDraft:
         (``temperature`` None when greedy)."""
         self.stats = Stats()
         self._vocab_size = vocab_size
+        if self.budget == "auto" and model is not None and (
+                self.sizer is None or (self.cost is None and self.sizer.cost.key != model_key(model))):
+            # The calibration learnt so far is kept across calls (on one model), like the
+            # drafters' state.
+            self.sizer = TreeSizer(self.cost if self.cost is not None else CostModel.for_model(model),
+                                   max_nodes=self.max_nodes)
         for d in self.drafters:
             d.sampling_temperature = temperature
             if model is not None and hasattr(d, "check_model"):
@@ -176,24 +204,30 @@ class RetroDraft:
             tree.proposals = {}
         if max_depth is not None and tree.max_depth > max_depth:
             tree = tree.select(np.flatnonzero(tree.depths <= max_depth))
-        return tree.prune(budget)
+        tree = tree.prune(budget)
+        if self.budget == "auto" and self.sizer is not None:
+            tree = tree.prune(self.sizer.choose(tree))
+        return tree
 
     def observe(self, tree: DraftTree, accepted: np.ndarray, logits: torch.Tensor) -> None:
-        """Feed one verification's outcome to every drafter."""
+        """Feed one verification's outcome to every drafter (and the tree sizer)."""
+        if self.sizer is not None and self.budget == "auto":
+            self.sizer.observe(tree, accepted)
         for d in self.drafters:
             d.observe(tree, accepted, logits)
 
     def reset(self) -> None:
-        """Forget all drafter state (cold start)."""
+        """Forget all drafter state and the tree sizer's calibration (cold start)."""
+        self.sizer = None
         for d in self.drafters:
             d.reset()
 
 
 def _check_budget(budget: int | str) -> int | str:
-    if budget == "auto":
+    if budget in ("auto", "preset"):
         return budget
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
-        raise ConfigError(f"budget must be an integer from 0 to {MAX_BUDGET} or 'auto', got {budget!r}.")
+        raise ConfigError(f"budget must be an integer from 0 to {MAX_BUDGET}, 'auto' or 'preset', got {budget!r}.")
     if not 0 <= int(budget) <= MAX_BUDGET:
         raise ConfigError(f"budget must be from 0 to {MAX_BUDGET} draft nodes, got {budget}.")
     return int(budget)

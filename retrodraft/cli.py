@@ -255,6 +255,62 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_cmd_calibrate)
 
 
+def _cmd_cost(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from retrodraft import models
+    from retrodraft.cost import DEFAULT_SIZES, CostModel, cost_dir, model_key
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    model, _ = models.load(args.model, dtype=args.dtype)
+    sizes = tuple(int(x) for x in _csv(args.sizes)) if args.sizes else DEFAULT_SIZES
+    if any(t < 1 or t > 1024 for t in sizes):
+        raise RetroDraftError(f"--sizes must be token counts from 1 to 1024, got {args.sizes!r}")
+    cm = CostModel.for_model(model, refresh=args.refresh, sizes=sizes, past_len=args.past)
+    print(f"{args.model} {args.dtype} on {cm.device}, cached at {cost_dir() / (model_key(model) + '.json')}")
+    print("tokens  ms/pass  relative")
+    for t, sec in zip(cm.sizes.astype(int), cm.seconds):
+        print(f"{t:6d}  {sec * 1000:7.1f}  {sec / cm.seconds[0]:7.2f}x")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        ax.plot(cm.sizes, cm.relative(cm.sizes), marker="o")
+        ax.set(xlabel="tokens in the pass (tree nodes + root)", ylabel="cost / one-token pass",
+               title=f"{args.model} {args.dtype}")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.plot, dpi=120)
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def _add_cost(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cost",
+        help="measure (or show the cached) cost of verifying T tokens in one pass",
+        description="budget='auto' sizes every tree from this curve: seconds per forward pass of T tokens for "
+                    "this model, device, dtype and thread count. It is measured on first use and cached; this "
+                    "command shows it, and --refresh measures it again (e.g. after a hardware or library change).",
+        epilog="example:\n  retrodraft cost --model qwen2.5-coder-1.5b --dtype bfloat16 --refresh --plot cost.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_model_args(p)
+    p.add_argument("--refresh", action="store_true", help="measure again even if a curve is cached")
+    p.add_argument("--sizes", default=None, help="comma list of token counts (default: 1,2,4,...,64)")
+    p.add_argument("--past", type=int, default=256, help="cached prefix length while timing (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--plot", default=None, help="also write the curve as a PNG here")
+    p.set_defaults(run=_cmd_cost)
+
+
 def _cmd_index_build(args: argparse.Namespace) -> int:
     from retrodraft import models
     from retrodraft.index import build_index
@@ -365,7 +421,7 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
 
 # Help order.
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_models, _add_demo, _add_bench, _add_calibrate, _add_index,
+    _add_models, _add_demo, _add_bench, _add_calibrate, _add_cost, _add_index,
 ]
 
 

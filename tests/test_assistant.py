@@ -4,7 +4,7 @@ import torch
 
 from helpers import RandomDrafter, tiny_model
 from retrodraft import ConfigError, RetroDraft
-from retrodraft.assistant import BUDGET_PRESETS, MAX_BUDGET
+from retrodraft.assistant import AUTO_MAX_NODES, BUDGET_PRESETS, MAX_BUDGET
 from retrodraft.tree import DraftTree
 
 
@@ -27,8 +27,19 @@ def test_no_drafters_is_refused():
 def test_default_is_recycling_plus_lookup_with_auto_budget():
     a = RetroDraft()
     assert [d.name for d in a.drafters] == ["recycling", "lookup"]
+    assert a.budget == "auto" and a.budget_for(tiny_model("llama")) == AUTO_MAX_NODES
+
+
+def test_preset_budget_follows_device_and_dtype():
+    a = RetroDraft(budget="preset")
     assert a.budget_for(tiny_model("llama")) == BUDGET_PRESETS["cpu-float32"]
     assert a.budget_for(tiny_model("llama", dtype=torch.bfloat16)) == BUDGET_PRESETS["cpu-bfloat16"]
+
+
+@pytest.mark.parametrize("max_nodes", [0, MAX_BUDGET + 1, 3.0, True])
+def test_out_of_range_max_nodes_are_refused(max_nodes):
+    with pytest.raises(ConfigError, match="max_nodes must be"):
+        RetroDraft(max_nodes=max_nodes)
 
 
 class Fixed(RandomDrafter):
