@@ -130,6 +130,11 @@ class RetroDraft:
             d if isinstance(d, Drafter) else make_drafter(d, **({"index": index} if d == "retrieval" else {}))
             for d in names
         ]
+        # RASD-style pruning: retrieval checks its guesses against recycling's model estimates.
+        prior = next((d for d in self.drafters if hasattr(d, "next_token_estimate")), None)
+        for d in self.drafters:
+            if hasattr(d, "prior") and d.prior is None:
+                d.prior = prior
         self.budget = _check_budget(budget)
         self.tree = None if tree is None else (tree if isinstance(tree, TreeShape) else TreeShape.load(tree))
         if self.tree is not None:

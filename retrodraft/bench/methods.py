@@ -7,8 +7,10 @@ Names (``--methods``):
   ``max_matching_ngram_size=2``, transformers' documented defaults).
 - ``assisted``: transformers' assisted generation with a draft model (``--draft-model``).
 - ``retrodraft:SPEC``: retrodraft with ``SPEC`` = ``default`` or drafter names joined by ``+``,
-  optionally ``@BUDGET`` (``retrodraft:recycling+lookup@16``). A spec with ``retrieval`` drafts
-  from the corpus index given by ``--index`` (without one, from the prompt only).
+  optionally ``@BUDGET`` (``retrodraft:recycling+lookup@16``). A drafter may take numeric
+  options in brackets, ``;``-separated (``retrodraft:recycling+retrieval[miss=1]``). A spec with
+  ``retrieval`` drafts from the corpus index given by ``--index`` (without one, from the prompt
+  only).
 """
 
 from __future__ import annotations
@@ -64,6 +66,31 @@ class Method:
             self.assistant.reset()
 
 
+def _drafter(part: str, index, method: str):
+    """``name`` or ``name[key=value;...]`` (numeric values) -> a drafter instance."""
+    from ..drafters import make_drafter
+
+    dname, _, opts = part.partition("[")
+    kwargs: dict[str, Any] = {}
+    if opts:
+        if not opts.endswith("]"):
+            raise ConfigError(f"bad drafter options in method {method!r}: {part!r} (expected name[key=value;...])")
+        for item in filter(None, opts[:-1].split(";")):
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"bad drafter option {item!r} in method {method!r}: expected key=value")
+            try:
+                kwargs[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else float(value)
+            except ValueError:
+                raise ConfigError(f"bad drafter option {item!r} in method {method!r}: values must be numbers") from None
+    if dname == "retrieval" and index is not None:
+        kwargs["index"] = index
+    try:
+        return make_drafter(dname, **kwargs)
+    except TypeError as e:
+        raise ConfigError(f"bad drafter option in method {method!r}: {e}") from None
+
+
 def make_method(name: str, draft_model=None, index=None) -> Method:
     """A :class:`Method` from its command-line name (see the module docstring); ``index`` (a
     corpus index folder or list of them) feeds methods that include the ``retrieval`` drafter."""
@@ -78,11 +105,12 @@ def make_method(name: str, draft_model=None, index=None) -> Method:
     if name.startswith("retrodraft"):
         spec = name.partition(":")[2] or "default"
         spec, _, budget = spec.partition("@")
-        drafters = None if spec == "default" else spec.split("+")
         try:
             b: int | str = int(budget) if budget else "auto"
         except ValueError:
             raise ConfigError(f"bad budget in method {name!r}: {budget!r} is not an integer") from None
-        uses_index = drafters is not None and "retrieval" in drafters
-        return Method(name, assistant=RetroDraft(drafters=drafters, budget=b, index=index if uses_index else None))
+        if spec == "default":
+            return Method(name, assistant=RetroDraft(budget=b))
+        drafters = [_drafter(part, index, name) for part in spec.split("+")]
+        return Method(name, assistant=RetroDraft(drafters=drafters, budget=b))
     raise ConfigError(f"unknown method {name!r}; use greedy, pld, assisted or retrodraft[:DRAFTERS[@BUDGET]].")

@@ -88,6 +88,23 @@ def _fill(succ, prob, shrink, root, tpl_parent, tpl_rank, where, out_tok, out_pa
     return m
 
 
+@numba.njit(cache=True)
+def _estimate(succ, prob, parents, children, out):
+    # out[i] = P(children[i] | parents[i]) from the row of parents[i]; 0 if not among its
+    # top-k, NaN if the row was never written (nothing known).
+    rows, k = succ.shape
+    for i in range(parents.shape[0]):
+        t = parents[i]
+        out[i] = np.nan
+        if t < 0 or t >= rows or succ[t, 0] < 0:
+            continue
+        out[i] = 0.0
+        for r in range(k):
+            if succ[t, r] == children[i]:
+                out[i] = prob[t, r]
+                break
+
+
 class TokenRecycling(Drafter):
     """Drafts from a ``vocab x k`` matrix of each token's most recent top-k successors.
 
@@ -157,6 +174,15 @@ class TokenRecycling(Drafter):
     def reset(self) -> None:
         self.succ.fill(-1)
         self.prob.fill(0.0)
+
+    def next_token_estimate(self, parents: np.ndarray, children: np.ndarray) -> np.ndarray:
+        """The model's own recent estimate of ``P(child | parent token)``, shape ``(n,)`` for
+        ``(n,)`` token pairs: the recycled probability, 0 when the child is not in the parent's
+        top-k, NaN when the parent's row is still empty. Other drafters (retrieval) use it to
+        prune guesses the model is unlikely to make."""
+        out = np.empty(len(parents), np.float32)
+        _estimate(self.succ, self.prob, np.asarray(parents, np.int64), np.asarray(children, np.int64), out)
+        return out
 
     # ------------------------------------------------------------------ drafting
     def propose(self, context: np.ndarray, budget: int) -> DraftTree:

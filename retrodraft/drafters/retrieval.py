@@ -3,9 +3,16 @@
 Each step the longest suffix of the context is looked up in the attached corpus indexes and in a
 per-request datastore (the prompt, plus any documents the caller adds, e.g. RAG passages); the
 continuations that followed it there become a trie whose node scores are count shares (how many
-retrieved continuations pass through the node), discounted by how short the match was. The
-assistant fuses this trie with the other drafters' trees by longest-prefix matching, so where
-the corpus and the n-gram drafters agree a path is kept once with the higher score.
+retrieved continuations pass through the node), discounted by how short the match was.
+
+As in RASD (arXiv 2503.03434), where a draft model's probabilities prune the retrieval tree, the
+trie is then checked against the model's *own* recent predictions, with no draft model: the
+Token Recycling matrix holds, for each token, the top-k the target model gave after it in its
+latest verification pass. A retrieved step the model ranked highly is trusted more (the two
+sources combine as a noisy-or); one outside the model's top-k is discounted by ``miss``, so its
+subtree loses the budget to better guesses. The assistant then fuses this trie with the other
+drafters' trees by longest-prefix matching, so where the corpus and the n-gram drafters agree a
+path is kept once with the higher score.
 
 An index must come from the model's tokenizer: it is checked (fingerprint of vocabulary and
 special tokens) on the first call with a model, and a mismatch is refused naming both.
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numba
 import numpy as np
 import torch
 
@@ -25,6 +33,22 @@ from ..tree import DraftTree
 from .base import Drafter
 
 __all__ = ["Retrieval"]
+
+
+@numba.njit(cache=True)
+def _rescore(parents, counts, estimate, confidence, miss, out):
+    # Path score = product of per-step factors; a step's factor is its count share, combined
+    # with the model's own estimate when one is known (NaN = unknown).
+    out[0] = 1.0
+    for i in range(1, parents.shape[0]):
+        p = parents[i]
+        f = counts[i] / counts[p] if counts[p] > 0 else 0.0
+        e = estimate[i]
+        if not np.isnan(e):
+            f = f * miss if e <= 0.0 else 1.0 - (1.0 - f) * (1.0 - e)
+        if p == 0:
+            f *= confidence
+        out[i] = out[p] * f
 
 
 class _Datastore:
@@ -60,12 +84,18 @@ class Retrieval(Drafter):
         depth: tokens per continuation.
         max_matches: occurrences sampled per shard.
         confidence: the score of a match of ``L`` tokens is scaled by ``L / (L + confidence)``.
+        miss: factor on a retrieved step the model's recent top-k does not contain (RASD-style
+            pruning, needs a ``recycling`` drafter next to this one; 1 turns it off).
+
+    Attributes:
+        prior: the drafter whose ``next_token_estimate(parents, children)`` checks retrieved
+            steps; :class:`~retrodraft.RetroDraft` sets it to its ``recycling`` drafter.
     """
 
     name = "retrieval"
 
     def __init__(self, index=None, use_prompt: bool = True, max_len: int = 16, min_len: int = 2, depth: int = 8,
-                 max_matches: int = 64, confidence: float = 2.0) -> None:
+                 max_matches: int = 64, confidence: float = 2.0, miss: float = 0.25) -> None:
         for label, v, lo, hi in (("max_len", max_len, 1, 256), ("depth", depth, 1, 64),
                                  ("max_matches", max_matches, 1, 100_000)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
@@ -77,6 +107,10 @@ class Retrieval(Drafter):
         self.use_prompt = bool(use_prompt)
         self.max_len, self.min_len, self.depth, self.max_matches = int(max_len), int(min_len), int(depth), int(max_matches)
         self.confidence = float(confidence)
+        if isinstance(miss, bool) or not isinstance(miss, (int, float, np.floating)) or not 0.0 <= miss <= 1.0:
+            raise ConfigError(f"miss must be a number from 0 to 1, got {miss!r}.")
+        self.miss = float(miss)
+        self.prior = None
         self.store = _Datastore()
         self._extra: list[np.ndarray] = []
         self._checked: set[str] = set()
@@ -134,9 +168,17 @@ class Retrieval(Drafter):
         r = retrieve(self._shards(), context, self.max_len, self.min_len, self.depth, self.max_matches)
         if r.match_len == 0:
             return DraftTree.root_only(root)
-        scores = r.counts / max(r.counts[0], 1e-9) * (r.match_len / (r.match_len + self.confidence))
-        scores[0] = 1.0
-        return DraftTree.from_arrays(r.tokens, r.parents, scores.astype(np.float32)).prune(budget)
+        parents = np.asarray(r.parents, np.int64)
+        tokens = np.asarray(r.tokens, np.int64)
+        if self.prior is not None and self.miss < 1.0 and len(tokens) > 1:
+            estimate = np.full(len(tokens), np.nan, np.float32)
+            estimate[1:] = self.prior.next_token_estimate(tokens[parents[1:]], tokens[1:])
+        else:
+            estimate = np.full(len(tokens), np.nan, np.float32)
+        scores = np.empty(len(tokens), np.float64)
+        _rescore(parents, np.asarray(r.counts, np.float64), estimate, r.match_len / (r.match_len + self.confidence),
+                 self.miss, scores)
+        return DraftTree.from_arrays(tokens, parents, scores.astype(np.float32)).prune(budget)
 
     def observe(self, tree: DraftTree, accepted: np.ndarray, logits: torch.Tensor) -> None:
         """The corpus does not change while decoding; nothing to learn."""

@@ -61,3 +61,63 @@ def test_generation_with_an_index_is_exact(tmp_path):
 def test_index_needs_the_retrieval_drafter():
     with pytest.raises(ConfigError, match="retrieval"):
         RetroDraft(drafters=["lookup"], index="anything")
+
+
+class _Prior:
+    """The model's recent top-k, as recycling would report it: known rows only."""
+
+    def __init__(self, table):
+        self.table = table  # {(parent, child): p}; parents absent from every key are unknown
+
+    def next_token_estimate(self, parents, children):
+        known = {p for p, _ in self.table}
+        return np.array([self.table.get((int(p), int(c)), 0.0) if int(p) in known else np.nan
+                         for p, c in zip(parents, children)], np.float32)
+
+
+def _scores(tree):
+    return {tuple(tree.tokens[tree.path_to(i)[1:]].tolist()): float(tree.scores[i]) for i in range(1, len(tree))}
+
+
+def test_model_estimates_prune_what_the_model_would_not_say():
+    d = Retrieval(min_len=1, depth=2, miss=0.25)
+    d.add_documents([[1, 2, 3, 4, 5], [9, 2, 3, 4, 6], [2, 3, 7, 8]])
+    d.begin(np.array([0]), 300)
+    plain = _scores(d.propose(np.array([5, 2, 3]), 10))
+    # The model's top-k after 3 holds 7 (p=0.6) but not 4; nothing is known after 4 or 7.
+    d.prior = _Prior({(3, 7): 0.6})
+    pruned = _scores(d.propose(np.array([5, 2, 3]), 10))
+    assert plain[(4,)] > plain[(7,)] and pruned[(7,)] > pruned[(4,)]
+    assert pruned[(4,)] == pytest.approx(plain[(4,)] * 0.25)
+    assert pruned[(7,)] == pytest.approx((1 - (1 - 1 / 3) * (1 - 0.6)) * plain[(7,)] * 3, rel=1e-5)
+    # Unknown rows leave the deeper step's count share alone.
+    assert pruned[(4, 5)] / pruned[(4,)] == pytest.approx(plain[(4, 5)] / plain[(4,)])
+    # miss=1 switches the pruning off.
+    d.miss = 1.0
+    assert _scores(d.propose(np.array([5, 2, 3]), 10)) == plain
+
+
+def test_assistant_gives_retrieval_the_recycling_estimates():
+    a = RetroDraft(drafters=["recycling", "lookup", "retrieval"])
+    assert a.drafters[2].prior is a.drafters[0]
+    assert RetroDraft(drafters=["lookup", "retrieval"]).drafters[1].prior is None
+
+
+@pytest.mark.parametrize("miss", [-0.1, 1.5, "x", True])
+def test_bad_miss_is_refused(miss):
+    with pytest.raises(ConfigError, match="miss must be"):
+        Retrieval(miss=miss)
+
+
+def test_recycling_estimates_come_from_its_matrix():
+    from retrodraft.drafters.recycling import TokenRecycling
+
+    r = TokenRecycling(k=2)
+    r.begin(np.array([0]), 10)
+    logits = torch.full((1, 10), -10.0)
+    logits[0, 4], logits[0, 5] = 3.0, 2.0
+    from retrodraft.tree import DraftTree
+
+    r.observe(DraftTree.root_only(3), np.array([0]), logits)
+    est = r.next_token_estimate(np.array([3, 3, 3, 8]), np.array([4, 5, 6, 4]))
+    assert est[0] > est[1] > 0 and est[2] == 0 and np.isnan(est[3])

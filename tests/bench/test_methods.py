@@ -1,0 +1,26 @@
+import pytest
+
+from retrodraft.bench.methods import make_method
+from retrodraft.errors import ConfigError
+
+
+def test_method_names_set_drafters_options_and_budget():
+    m = make_method("retrodraft:recycling+retrieval[miss=1;depth=4]@8")
+    a = m.assistant
+    assert a.budget == 8 and [d.name for d in a.drafters] == ["recycling", "retrieval"]
+    assert a.drafters[1].miss == 1.0 and a.drafters[1].depth == 4
+    assert a.drafters[1].prior is a.drafters[0]
+    assert make_method("retrodraft:default").assistant.budget == "auto"
+
+
+@pytest.mark.parametrize("name, match", [
+    ("retrodraft:retrieval[miss=high]", "values must be numbers"),
+    ("retrodraft:retrieval[miss]", "expected key=value"),
+    ("retrodraft:retrieval[colour=1]", "bad drafter option"),
+    ("retrodraft:retrieval[miss=1", "expected name"),
+    ("retrodraft:default@x", "bad budget"),
+    ("medusa", "unknown method"),
+])
+def test_bad_method_names_are_refused(name, match):
+    with pytest.raises(ConfigError, match=match):
+        make_method(name)
