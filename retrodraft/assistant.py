@@ -48,8 +48,9 @@ class Stats:
         new_tokens: tokens generated, the prefill's first token included.
         accepted: tokens committed by each step (accepted drafts plus the bonus token).
         tree_sizes: nodes verified by each step (root included).
-        draft_s / verify_s / bookkeeping_s: seconds drafting (propose + observe), in the
-            model's tree pass, and in acceptance, cache compaction and stopping checks.
+        draft_s / verify_s / bookkeeping_s: seconds drafting (propose, fusion, sizing,
+            observe), in the model's tree pass, and everything else of a step: building the
+            mask and inputs, acceptance, cache compaction, stopping checks.
         prefill_s / wall_s: seconds for the prefill and the whole call.
     """
 

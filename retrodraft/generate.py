@@ -21,7 +21,7 @@ from transformers.generation.utils import GenerateDecoderOnlyOutput, GenerationM
 from .assistant import RetroDraft
 from .cache import check_cache, compact
 from .errors import UnsupportedModelError
-from .verify import accept, tree_forward
+from .verify import accept, tree_forward, tree_inputs
 
 __all__ = ["generate", "decode"]
 
@@ -209,7 +209,9 @@ def decode(
         depth_left = max_length - length
         tree = assistant.draft(ctx[:length], budget, max_depth=depth_left)
         t1 = time.perf_counter()
-        logits = tree_forward(model, tree, cache, past_len)
+        inputs = tree_inputs(model, tree, past_len)
+        t_in = time.perf_counter()
+        logits = tree_forward(model, tree, cache, past_len, inputs)
         t2 = time.perf_counter()
         verdict = accept(
             tree, logits, ids[:, :length], logits_processor, do_sample, keep_scores=keep_scores, keep_logits=keep_logits
@@ -231,7 +233,8 @@ def decode(
         t3 = time.perf_counter()
         assistant.observe(tree, verdict.accepted, logits)
         t4 = time.perf_counter()
-        stats.record_step(len(tree), emitted, draft_s=(t1 - t0) + (t4 - t3), verify_s=t2 - t1, bookkeeping_s=t3 - t2)
+        stats.record_step(len(tree), emitted, draft_s=(t1 - t0) + (t4 - t3), verify_s=t2 - t_in,
+                          bookkeeping_s=(t3 - t2) + (t_in - t1))
 
     if streamer is not None:
         streamer.end()

@@ -37,7 +37,7 @@ from transformers import LogitsProcessorList
 
 from .tree import DraftTree
 
-__all__ = ["Verdict", "tree_forward", "accept"]
+__all__ = ["Verdict", "tree_inputs", "tree_forward", "accept"]
 
 
 @dataclass
@@ -57,7 +57,19 @@ class Verdict:
     raw_logits: list[torch.Tensor] = field(default_factory=list)
 
 
-def tree_forward(model: torch.nn.Module, tree: DraftTree, cache, past_len: int) -> torch.Tensor:
+def tree_inputs(model: torch.nn.Module, tree: DraftTree, past_len: int) -> dict[str, torch.Tensor]:
+    """The model inputs of a tree pass: ``input_ids`` ``(1, n)``, the additive tree-attention
+    ``attention_mask`` ``(1, 1, n, past_len + n)`` and ``position_ids`` ``(1, n)``."""
+    device = model.device
+    return {
+        "input_ids": tree.input_ids(device),
+        "attention_mask": tree.attention_mask(past_len, model.dtype, device),
+        "position_ids": tree.position_ids(past_len, device),
+    }
+
+
+def tree_forward(model: torch.nn.Module, tree: DraftTree, cache, past_len: int,
+                 inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Run the model once over every tree node, appending their K/V to ``cache``.
 
     Args:
@@ -65,18 +77,14 @@ def tree_forward(model: torch.nn.Module, tree: DraftTree, cache, past_len: int) 
         tree: the draft tree; its root is the last chosen token, not yet in the cache.
         cache: the model's ``DynamicCache`` holding exactly ``past_len`` positions.
         past_len: number of cached positions.
+        inputs: :func:`tree_inputs` of this tree, if already built.
 
     Returns:
         ``(len(tree), vocab)`` float32 logits, row ``i`` predicting what follows node ``i``.
     """
-    device = model.device
-    out = model(
-        input_ids=tree.input_ids(device),
-        attention_mask=tree.attention_mask(past_len, model.dtype, device),
-        position_ids=tree.position_ids(past_len, device),
-        cache=cache,
-        use_cache=True,
-    )
+    if inputs is None:
+        inputs = tree_inputs(model, tree, past_len)
+    out = model(**inputs, cache=cache, use_cache=True)
     return out.logits[0].float()
 
 
