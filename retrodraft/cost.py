@@ -209,15 +209,21 @@ class TreeSizer:
     Args:
         cost: the device's cost curve.
         max_nodes: never more draft nodes than this (default: the largest measured pass - 1).
-        bins / prior: calibration resolution and strength of the initial trust.
+        bins / prior: calibration resolution and strength (pseudo-observations per bin) of
+            the initial belief.
+        trust: the initial belief is that a node scored ``s`` is accepted with probability
+            ``trust * s``. Drafters are over-confident on a cold start over text they cannot
+            predict, where every wasted node is paid for; 0.5 recovered most of that loss in
+            ``benchmarks/cold_start.py`` without costing the prompts drafting does help.
     """
 
-    def __init__(self, cost: CostModel, max_nodes: int | None = None, bins: int = 20, prior: float = 8.0) -> None:
+    def __init__(self, cost: CostModel, max_nodes: int | None = None, bins: int = 20, prior: float = 8.0,
+                 trust: float = 0.5) -> None:
         self.cost = cost
         self.max_nodes = cost.max_tokens - 1 if max_nodes is None else min(int(max_nodes), cost.max_tokens - 1)
         self.bins = int(bins)
         centres = (np.arange(self.bins) + 0.5) / self.bins
-        self._hits = centres * prior
+        self._hits = centres * prior * trust
         self._seen = np.full(self.bins, float(prior))
         # seconds(1 + n) for every n the sizer may choose, computed once.
         self._seconds = cost.seconds_for(np.arange(1, self.max_nodes + 2))

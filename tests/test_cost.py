@@ -29,6 +29,16 @@ def test_malformed_curves_are_refused(sizes, seconds):
         CostModel(np.array(sizes), np.array(seconds))
 
 
+def test_initial_trust_discounts_the_drafters_until_evidence_arrives():
+    cm = CostModel(np.array([1, 64]), np.array([1.0, 1.0]))
+    assert TreeSizer(cm, trust=0.5).calibrated(np.array([0.9]))[0] == pytest.approx(0.4625)
+    sizer = TreeSizer(cm, trust=0.5, prior=2.0)
+    tree = _chain([0.9])
+    for _ in range(50):
+        sizer.observe(tree, np.array([0, 1]))  # always accepted
+    assert sizer.calibrated(np.array([0.9]))[0] > 0.95
+
+
 def test_flat_cost_verifies_every_useful_node():
     sizer = TreeSizer(CostModel(np.array([1, 64]), np.array([1.0, 1.0])), prior=1e6)
     assert sizer.choose(_chain([0.9, 0.8, 0.7, 0.1])) == 4
@@ -51,7 +61,7 @@ def test_picks_the_size_with_the_best_expected_rate():
 
 def test_calibration_learns_that_confident_drafters_were_wrong():
     # Each extra token costs half a pass: worth it at 0.9, not at what was really accepted.
-    sizer = TreeSizer(CostModel(np.array([1, 64]), np.array([1.0, 32.5])), prior=2.0)
+    sizer = TreeSizer(CostModel(np.array([1, 64]), np.array([1.0, 32.5])), prior=2.0, trust=1.0)
     tree = _chain([0.9, 0.9, 0.9])
     before = sizer.calibrated(np.array([0.9]))[0]
     assert sizer.choose(tree) == 3
