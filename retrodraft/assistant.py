@@ -210,10 +210,9 @@ class RetroDraft:
             tree.proposals = {}
         if max_depth is not None and tree.max_depth > max_depth:
             tree = tree.select(np.flatnonzero(tree.depths <= max_depth))
-        tree = tree.prune(budget)
         if self.budget == "auto" and self.sizer is not None:
-            tree = tree.prune(self.sizer.choose(tree))
-        return tree
+            budget = self.sizer.choose(tree, limit=budget)
+        return tree.prune(budget)
 
     def observe(self, tree: DraftTree, accepted: np.ndarray, logits: torch.Tensor) -> None:
         """Feed one verification's outcome to every drafter (and the tree sizer)."""

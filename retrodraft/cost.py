@@ -237,9 +237,11 @@ class TreeSizer:
         b = self._bin(scores)
         return self._hits[b] / self._seen[b]
 
-    def choose(self, tree: DraftTree) -> int:
-        """Draft nodes to keep (0 = plain decoding) for the highest expected tokens per second."""
-        s = np.sort(tree.scores[1:])[::-1][: self.max_nodes]
+    def choose(self, tree: DraftTree, limit: int | None = None) -> int:
+        """Draft nodes to keep (0 = plain decoding) for the highest expected tokens per second,
+        at most ``limit`` (and ``max_nodes``)."""
+        cap = self.max_nodes if limit is None else min(self.max_nodes, int(limit))
+        s = np.sort(tree.scores[1:])[::-1][:cap]
         if s.size == 0:
             return 0
         gain = np.concatenate([[1.0], 1.0 + np.cumsum(self.calibrated(s))])

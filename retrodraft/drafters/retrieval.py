@@ -170,11 +170,9 @@ class Retrieval(Drafter):
             return DraftTree.root_only(root)
         parents = np.asarray(r.parents, np.int64)
         tokens = np.asarray(r.tokens, np.int64)
+        estimate = np.full(len(tokens), np.nan, np.float32)
         if self.prior is not None and self.miss < 1.0 and len(tokens) > 1:
-            estimate = np.full(len(tokens), np.nan, np.float32)
             estimate[1:] = self.prior.next_token_estimate(tokens[parents[1:]], tokens[1:])
-        else:
-            estimate = np.full(len(tokens), np.nan, np.float32)
         scores = np.empty(len(tokens), np.float64)
         _rescore(parents, np.asarray(r.counts, np.float64), estimate, r.match_len / (r.match_len + self.confidence),
                  self.miss, scores)

@@ -58,8 +58,6 @@ def build_code_index(tokenizer: str, out: str | Path, sources: Sequence[str] | N
 def code_assistant(index: str | Path | Sequence[str | Path] | None = None, budget: int | str = "auto") -> RetroDraft:
     """RetroDraft drafting from the model's habits, the stub and the indexed code base (and any
     documents added per request, see :func:`add_symbol_context`)."""
-    if index is None:
-        return RetroDraft(drafters=["recycling", "lookup", "retrieval"], budget=budget)
     return RetroDraft(drafters=["recycling", "lookup", "retrieval"], index=index, budget=budget)
 
 
