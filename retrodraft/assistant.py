@@ -1,42 +1,49 @@
 """RetroDraft: the object users pass as ``generate(..., assistant=RetroDraft())``.
 
-It owns the drafters, the node budget and the statistics of the last call. Each step it asks
-every drafter for a tree, fuses the trees by longest-prefix matching, keeps the best-scored
-nodes - as many as pay on this device (``budget="auto"``, see :mod:`retrodraft.cost`) or a fixed
-number - and after verification feeds the verdict back to every drafter.
+It owns the drafters, the sizing policy and the statistics of the last call. Each step it asks
+every drafter for a tree, fuses the trees (:func:`~retrodraft.verify.fuse`), keeps the best-scored
+nodes - as many as pay on this device (``sizing="auto"``, see :mod:`retrodraft.sizing`) or a fixed
+number - and after verification hands the step's :class:`~retrodraft.drafters.base.Outcome` to
+every drafter.
 """
 
 from __future__ import annotations
 
+import inspect
+import threading
+import warnings
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from pathlib import Path
-
-from .cost import CostModel, TreeSizer, model_key
+from .cost import CostModel, model_key
 from .drafters import Drafter, make_drafter
+from .drafters.base import NextTokenEstimator, Outcome, Request
 from .errors import ConfigError
 from .shape import TreeShape
+from .sizing import TreeSizer
+from .trace import Trace
 from .tree import DraftTree
+from .verify import fuse
 
-__all__ = ["RetroDraft", "Stats", "BUDGET_PRESETS", "DEFAULT_DRAFTERS", "MAX_BUDGET", "AUTO_MAX_NODES"]
+__all__ = ["RetroDraft", "Stats", "BUDGET_PRESETS", "DEFAULT_DRAFTERS", "MAX_BUDGET", "AUTO_MAX_NODES", "SIZINGS"]
 
-#: Fixed draft nodes per step by device and dtype, for ``budget="preset"``. A tree's cost differs
-#: wildly by device: on the 2-core CPU of ../shared/MODELS.md a 16-token float32 pass costs ~2x
-#: one token, a bfloat16 one ~1.3x, and on a GPU ~1x up to 64 tokens. The CPU values are the best
-#: fixed budgets of the committed sweeps (benchmarks/results/sweep-*): 8 and 16 tie in float32 on
-#: SmolLM2-135M, and 8 beat 16, 32 and 64 in bfloat16 on Qwen2.5-Coder-1.5B. The GPU value is
-#: untested here (no GPU was lent). ``budget="auto"`` (the default) sizes every step instead.
+#: Fixed draft nodes per step by device and dtype, for ``sizing="preset"``: the best fixed
+#: budgets of the committed sweeps (``benchmarks/results/sweep-*``) on CPU; the GPU value is
+#: untested. ``sizing="auto"`` (the default) sizes every step instead.
 BUDGET_PRESETS: dict[str, int] = {"cpu-float32": 8, "cpu-bfloat16": 8, "gpu": 64}
 DEFAULT_DRAFTERS: tuple[str, ...] = ("recycling", "lookup")
 MAX_BUDGET = 1024
-#: The most draft nodes ``budget="auto"`` drafts and may verify per step. Beyond ~32 nodes no CPU
-#: sweep gained (the cost grows faster than acceptance) and drafting itself gets dearer; a GPU
-#: user can raise it with ``RetroDraft(max_nodes=...)``.
+#: The default node cap of ``sizing="auto"``: the most draft nodes drafted and verified per
+#: step. Drafting more costs CPU time every step; a GPU user can raise it with ``budget=``.
 AUTO_MAX_NODES = 32
+#: How a step's tree size is chosen: ``"auto"`` (cost model and calibrated acceptance, at most
+#: ``budget`` nodes), ``"fixed"`` (always ``budget`` nodes when the drafters find that many),
+#: ``"preset"`` (:data:`BUDGET_PRESETS` for the device and dtype).
+SIZINGS: tuple[str, ...] = ("auto", "fixed", "preset")
 
 
 @dataclass
@@ -46,17 +53,17 @@ class Stats:
     Attributes:
         steps: verification passes (the prefill is not one).
         new_tokens: tokens generated, the prefill's first token included.
-        accepted: tokens committed by each step (accepted drafts plus the bonus token).
+        committed: tokens committed by each step (accepted drafts plus the bonus token).
         tree_sizes: nodes verified by each step (root included).
         draft_s / verify_s / bookkeeping_s: seconds drafting (propose, fusion, sizing,
-            observe), in the model's tree pass, and everything else of a step: building the
+            learning), in the model's tree pass, and everything else of a step: building the
             mask and inputs, acceptance, cache compaction, stopping checks.
         prefill_s / wall_s: seconds for the prefill and the whole call.
     """
 
     steps: int = 0
     new_tokens: int = 0
-    accepted: list[int] = field(default_factory=list)
+    committed: list[int] = field(default_factory=list)
     tree_sizes: list[int] = field(default_factory=list)
     draft_s: float = 0.0
     verify_s: float = 0.0
@@ -65,25 +72,38 @@ class Stats:
     wall_s: float = 0.0
 
     @property
-    def mean_accepted(self) -> float:
+    def accepted(self) -> list[int]:
+        """Deprecated name of :attr:`committed`."""
+        warnings.warn("Stats.accepted is now Stats.committed (it counts committed tokens)", DeprecationWarning,
+                      stacklevel=2)
+        return self.committed
+
+    @property
+    def mean_committed(self) -> float:
         """Mean tokens committed per verification step (the bonus token counted)."""
-        return float(np.mean(self.accepted)) if self.accepted else 0.0
+        return float(np.mean(self.committed)) if self.committed else 0.0
+
+    @property
+    def mean_accepted(self) -> float:
+        """The mean accepted tokens per step (MAT) of the literature: :attr:`mean_committed`."""
+        return self.mean_committed
 
     @property
     def mean_tree_size(self) -> float:
         return float(np.mean(self.tree_sizes)) if self.tree_sizes else 0.0
 
-    def record_step(self, tree_size: int, committed: int, draft_s: float, verify_s: float, bookkeeping_s: float) -> None:
+    def record_step(self, tree_size: int, committed: int, draft_s: float = 0.0, verify_s: float = 0.0,
+                    bookkeeping_s: float = 0.0) -> None:
         self.steps += 1
         self.tree_sizes.append(tree_size)
-        self.accepted.append(committed)
+        self.committed.append(committed)
         self.draft_s += draft_s
         self.verify_s += verify_s
         self.bookkeeping_s += bookkeeping_s
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        d["mean_accepted"] = self.mean_accepted
+        d["mean_committed"] = d["mean_accepted"] = self.mean_committed
         d["mean_tree_size"] = self.mean_tree_size
         return d
 
@@ -92,31 +112,37 @@ class RetroDraft:
     """Model-free drafting for ``model.generate(..., assistant=RetroDraft())``.
 
     Args:
-        drafters: drafter names (``"recycling"``, ``"lookup"``) or :class:`Drafter` instances;
-            default :data:`DEFAULT_DRAFTERS`. Their trees are fused each step.
-        budget: ``"auto"`` (default): each step verify as many of the fused tree's best nodes
-            as maximize expected tokens per second on this model, device and dtype (measured
-            cost curve, calibrated acceptance; none when drafting does not pay). An integer
-            0..``MAX_BUDGET``: always that many nodes (when the drafters find that many).
-            ``"preset"``: the fixed :data:`BUDGET_PRESETS` value for the device and dtype.
-        tree: a calibrated tree shape (:class:`~retrodraft.shape.TreeShape`, a preset name such
+        drafters: drafter names (``"recycling"``, ``"lookup"``, ...) or :class:`Drafter`
+            instances; default :data:`DEFAULT_DRAFTERS`. Their trees are fused each step.
+        budget: the most draft nodes a step verifies, 0..``MAX_BUDGET`` (default
+            :data:`AUTO_MAX_NODES` with ``sizing="auto"``).
+        shape: a calibrated tree shape (:class:`~retrodraft.shape.TreeShape`, a preset name such
             as ``"cpu-bfloat16"``, or a ``.json`` path from ``retrodraft calibrate``) that the
             template-filling drafters (``recycling``, ``stand``) draft into.
         index: corpus index folder(s) or opened :class:`~retrodraft.index.CorpusIndex` objects
             for the ``retrieval`` drafter (added to the default drafters when ``drafters`` is
             not given).
-        cost: the :class:`~retrodraft.cost.CostModel` for ``budget="auto"`` (or a ``.json``
+        cost: the :class:`~retrodraft.cost.CostModel` for ``sizing="auto"`` (or a ``.json``
             path saved by it); default: measured once per model/device/dtype and cached.
-        max_nodes: the most draft nodes ``budget="auto"`` may choose (default
-            :data:`AUTO_MAX_NODES`; drafting more costs CPU time every step).
+        max_nodes: deprecated; the node cap of ``sizing="auto"`` is ``budget``.
+        trace: record every step of each call in ``self.trace`` (a :class:`~retrodraft.trace.Trace`;
+            see also :meth:`start_trace`); off by default.
+        sizing: how each step's tree size is chosen, one of :data:`SIZINGS`: ``"auto"`` verifies
+            as many of the fused tree's best nodes (at most ``budget``) as maximize expected
+            tokens per second on this model, device and dtype (measured cost curve, calibrated
+            acceptance; none when drafting does not pay); ``"fixed"`` always ``budget`` nodes;
+            ``"preset"`` the :data:`BUDGET_PRESETS` value for the device and dtype. Default:
+            ``"fixed"`` when ``budget`` is given, else ``"auto"``.
+        tree: deprecated name of ``shape``.
 
     Drafter state persists across calls (a warm start); :meth:`reset` forgets it.
     ``stats`` describes the most recent call.
     """
 
-    def __init__(self, drafters: Sequence[str | Drafter] | None = None, budget: int | str = "auto",
-                 tree: "str | Path | TreeShape | None" = None, index=None,
-                 cost: "CostModel | str | Path | None" = None, max_nodes: int | None = None) -> None:
+    def __init__(self, drafters: Sequence[str | Drafter] | None = None, budget: int | None = None,
+                 shape: "str | Path | TreeShape | None" = None, index=None,
+                 cost: "CostModel | str | Path | None" = None, max_nodes: int | None = None, *,
+                 trace: bool = False, sizing: str | None = None, tree: "str | Path | TreeShape | None" = None) -> None:
         names = list(DEFAULT_DRAFTERS) if drafters is None else list(drafters)
         if isinstance(drafters, (str, Drafter)):
             names = [drafters]
@@ -131,61 +157,94 @@ class RetroDraft:
             d if isinstance(d, Drafter) else make_drafter(d, **({"index": index} if d == "retrieval" else {}))
             for d in names
         ]
+        self._legacy = {id(d): _legacy_methods(d) for d in self.drafters}
         # RASD-style pruning: retrieval checks its guesses against recycling's model estimates.
-        prior = next((d for d in self.drafters if hasattr(d, "next_token_estimate")), None)
+        estimator = next((d for d in self.drafters if isinstance(d, NextTokenEstimator)), None)
         for d in self.drafters:
-            if hasattr(d, "prior") and d.prior is None:
-                d.prior = prior
-        self.budget = _check_budget(budget)
-        self.tree = None if tree is None else (tree if isinstance(tree, TreeShape) else TreeShape.load(tree))
-        if self.tree is not None:
+            if d.wants_estimator:
+                d.use_estimator(estimator)
+        self.sizing, self.budget = _check_sizing(sizing, budget, max_nodes)
+        if tree is not None:
+            warnings.warn("RetroDraft(tree=...) is now RetroDraft(shape=...)", DeprecationWarning, stacklevel=2)
+            shape = tree if shape is None else shape
+        self.shape = None if shape is None else (shape if isinstance(shape, TreeShape) else TreeShape.load(shape))
+        if self.shape is not None:
             shaped = [d for d in self.drafters if hasattr(d, "use_template")]
             if not shaped:
-                raise ConfigError("tree= shapes the drafters that fill a template (recycling, stand); "
+                raise ConfigError("shape= shapes the drafters that fill a template (recycling, stand); "
                                   f"none of {[d.name for d in self.drafters]} does.")
             for d in shaped:
-                d.use_template(self.tree.paths)
+                d.use_template(self.shape.paths)
         self.cost = cost if cost is None or isinstance(cost, CostModel) else CostModel.load(cost)
-        if max_nodes is not None and (isinstance(max_nodes, bool) or not isinstance(max_nodes, (int, np.integer))
-                                      or not 1 <= max_nodes <= MAX_BUDGET):
-            raise ConfigError(f"max_nodes must be an integer from 1 to {MAX_BUDGET}, got {max_nodes!r}.")
-        self.max_nodes = AUTO_MAX_NODES if max_nodes is None else int(max_nodes)
         self.sizer: TreeSizer | None = None
         self.stats = Stats()
-        self._vocab_size: int | None = None
+        self.trace: Trace | None = Trace() if trace else None
+        # Held for a whole generate call: threads sharing this assistant take turns.
+        self._lock = threading.RLock()
 
     def __repr__(self) -> str:
-        return f"RetroDraft(drafters={[d.name for d in self.drafters]!r}, budget={self.budget!r})"
+        return f"RetroDraft(drafters={[d.name for d in self.drafters]!r}, sizing={self.sizing!r}, budget={self.budget!r})"
+
+    @property
+    def tree(self) -> TreeShape | None:
+        """Deprecated name of :attr:`shape`."""
+        warnings.warn("RetroDraft.tree is now RetroDraft.shape", DeprecationWarning, stacklevel=2)
+        return self.shape
+
+    @property
+    def max_nodes(self) -> int:
+        """The node cap of ``sizing="auto"`` (deprecated name of :attr:`budget`)."""
+        return self.budget if self.budget is not None else AUTO_MAX_NODES
+
+    @property
+    def top_k(self) -> int:
+        """Candidates per verified node the drafters read from each :class:`Outcome`."""
+        return max((d.top_k for d in self.drafters), default=0)
+
+    def start_trace(self) -> Trace:
+        """Record every step of the following calls in ``self.trace`` (each call replaces it)."""
+        self.trace = Trace()
+        return self.trace
 
     # ------------------------------------------------------------------ per call
     def budget_for(self, model: torch.nn.Module) -> int:
         """The most draft nodes a step of this call may verify on ``model``."""
-        if self.budget == "auto":
-            return self.max_nodes if self.sizer is None else self.sizer.max_nodes
-        if self.budget != "preset":
-            return int(self.budget)
+        if self.sizing == "auto":
+            return self.budget if self.sizer is None else self.sizer.max_nodes
+        if self.sizing == "fixed":
+            return self.budget
         device = next(model.parameters()).device
         if device.type != "cpu":
             return BUDGET_PRESETS["gpu"]
         return BUDGET_PRESETS["cpu-bfloat16" if model.dtype in (torch.bfloat16, torch.float16) else "cpu-float32"]
 
-    def begin(self, prompt: np.ndarray, vocab_size: int, model: torch.nn.Module | None = None,
-              temperature: float | None = None) -> Stats:
-        """Start a call: fresh statistics, drafters told about the prompt and the decoding mode
-        (``temperature`` None when greedy)."""
+    def begin(self, request: Request, model: torch.nn.Module | None = None, *legacy, **legacy_kw) -> Stats:
+        """Start a call: fresh statistics, the tree sizer for ``model``, drafters told about the
+        request (``begin(prompt, vocab_size, model, temperature=...)`` is the deprecated form)."""
+        if not isinstance(request, Request):
+            warnings.warn("RetroDraft.begin(prompt, vocab_size, model, temperature) is now "
+                          "RetroDraft.begin(Request(prompt, vocab_size, temperature), model)", DeprecationWarning,
+                          stacklevel=2)
+            vocab_size, model = model, (legacy[0] if legacy else legacy_kw.get("model"))
+            temperature = legacy[1] if len(legacy) > 1 else legacy_kw.get("temperature")
+            request = Request(np.asarray(request), int(vocab_size), temperature)
         self.stats = Stats()
-        self._vocab_size = vocab_size
-        if self.budget == "auto" and model is not None and (
+        if self.sizing == "auto" and model is not None and (
                 self.sizer is None or (self.cost is None and self.sizer.cost.key != model_key(model))):
             # The calibration learnt so far is kept across calls (on one model), like the
             # drafters' state.
             self.sizer = TreeSizer(self.cost if self.cost is not None else CostModel.for_model(model),
-                                   max_nodes=self.max_nodes)
+                                   max_nodes=self.budget)
         for d in self.drafters:
-            d.sampling_temperature = temperature
-            if model is not None and hasattr(d, "check_model"):
+            if model is not None:
                 d.check_model(model)
-            d.begin(prompt, vocab_size)
+            if self._legacy_of(d)[0]:
+                d.sampling_temperature = request.temperature
+                d.begin(request.prompt, request.vocab_size)
+            else:
+                d.begin(request)
+        if self.trace is not None:
+            self.trace.begin(request.prompt, [d.name for d in self.drafters])
         return self.stats
 
     def draft(self, context: np.ndarray, budget: int, max_depth: int | None = None) -> DraftTree:
@@ -196,30 +255,30 @@ class RetroDraft:
             budget: draft nodes allowed below the root.
             max_depth: drop nodes deeper than this (tokens that could never be kept).
         """
-        root = int(context[-1])
         if budget <= 0 or (max_depth is not None and max_depth <= 0):
-            return DraftTree.root_only(root)
-        tree = None
-        for d in self.drafters:
-            t = d.propose(context, budget)
-            tree = t if tree is None else tree.merge(t)
-        if tree.proposals and len(self.drafters) > 1:
-            # Fusion folds other drafters' guesses into sampled children and re-ranks them by
-            # value, which would bias the verifier's rejection chain; sampled drafts in a fused
-            # tree are verified by the sample-and-descend rule instead (exact for any tree).
-            tree.proposals = {}
+            return DraftTree.root_only(int(context[-1]))
+        tree = fuse([d.propose(context, budget) for d in self.drafters])
         if max_depth is not None and tree.max_depth > max_depth:
             tree = tree.select(np.flatnonzero(tree.depths <= max_depth))
-        if self.budget == "auto" and self.sizer is not None:
+        if self.sizing == "auto" and self.sizer is not None:
             budget = self.sizer.choose(tree, limit=budget)
         return tree.prune(budget)
 
-    def observe(self, tree: DraftTree, accepted: np.ndarray, logits: torch.Tensor) -> None:
-        """Feed one verification's outcome to every drafter (and the tree sizer)."""
-        if self.sizer is not None and self.budget == "auto":
-            self.sizer.observe(tree, accepted)
+    def observe(self, outcome: Outcome, logits: torch.Tensor | None = None) -> None:
+        """Hand one step's outcome to the tree sizer, every drafter and the trace.
+
+        ``logits`` (``(len(tree), vocab)`` raw) is needed only by drafters that still implement
+        the deprecated ``observe(tree, accepted, logits)``.
+        """
+        if self.sizer is not None and self.sizing == "auto":
+            self.sizer.observe(outcome.tree, outcome.accepted)
         for d in self.drafters:
-            d.observe(tree, accepted, logits)
+            if self._legacy_of(d)[1]:
+                d.observe(outcome.tree, outcome.accepted, logits)
+            else:
+                d.observe(outcome)
+        if self.trace is not None:
+            self.trace.record(outcome)
 
     def reset(self) -> None:
         """Forget all drafter state and the tree sizer's calibration (cold start)."""
@@ -227,12 +286,88 @@ class RetroDraft:
         for d in self.drafters:
             d.reset()
 
+    def _legacy_of(self, d: Drafter) -> tuple[bool, bool]:
+        known = self._legacy.get(id(d))
+        if known is None:  # a drafter added after construction
+            known = self._legacy[id(d)] = _legacy_methods(d)
+        return known
 
-def _check_budget(budget: int | str) -> int | str:
-    if budget in ("auto", "preset"):
-        return budget
+    # ------------------------------------------------------------------ saved state
+    def save(self, path: "str | Path", tokenizer) -> Path:
+        """Write what the drafters and the tree sizer learnt to the folder ``path``, tied to
+        ``tokenizer`` (atomically; see :mod:`retrodraft.state`). Returns ``path``."""
+        from .state import save
+
+        with self._lock:
+            return save(self, path, tokenizer)
+
+    def load_state(self, path: "str | Path", tokenizer) -> None:
+        """Take over the state saved at ``path`` (same drafters); refuses a state saved for
+        another tokenizer, truncated, corrupted or from a newer format (:class:`~retrodraft.errors.StateError`)."""
+        from .state import restore
+
+        with self._lock:
+            restore(self, path, tokenizer)
+
+    @classmethod
+    def load(cls, path: "str | Path", tokenizer, **kwargs) -> "RetroDraft":
+        """A new assistant with the drafters saved at ``path`` and what they learnt; ``kwargs`` as
+        for the constructor (``sizing``, ``budget``, ``index``, ...)."""
+        from .state import load
+
+        return load(path, tokenizer, **kwargs)
+
+
+def _check_budget(budget, name: str = "budget", lo: int = 0) -> int:
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)):
-        raise ConfigError(f"budget must be an integer from 0 to {MAX_BUDGET}, 'auto' or 'preset', got {budget!r}.")
-    if not 0 <= int(budget) <= MAX_BUDGET:
-        raise ConfigError(f"budget must be from 0 to {MAX_BUDGET} draft nodes, got {budget}.")
+        raise ConfigError(f"{name} must be an integer from {lo} to {MAX_BUDGET} (draft nodes per step), got {budget!r}.")
+    if not lo <= int(budget) <= MAX_BUDGET:
+        raise ConfigError(f"{name} must be from {lo} to {MAX_BUDGET} draft nodes, got {budget}.")
     return int(budget)
+
+
+def _check_sizing(sizing: str | None, budget, max_nodes) -> tuple[str, int | None]:
+    """``(sizing, node cap)`` from the constructor's arguments, old spellings included."""
+    if isinstance(budget, str) and budget in SIZINGS and budget != "fixed":
+        warnings.warn(f"RetroDraft(budget={budget!r}) is now RetroDraft(sizing={budget!r}); budget is the node cap",
+                      DeprecationWarning, stacklevel=3)
+        if sizing is not None and sizing != budget:
+            raise ConfigError(f"budget={budget!r} and sizing={sizing!r} disagree; pass sizing only.")
+        sizing, budget = budget, None
+    if sizing is None:
+        sizing = "auto" if budget is None else "fixed"
+    if sizing not in SIZINGS:
+        raise ConfigError(f"sizing must be one of {', '.join(map(repr, SIZINGS))}, got {sizing!r}.")
+    if max_nodes is not None:
+        max_nodes = _check_budget(max_nodes, "max_nodes", lo=1)
+        warnings.warn("RetroDraft(max_nodes=N) is now RetroDraft(sizing='auto', budget=N)", DeprecationWarning,
+                      stacklevel=3)
+        if sizing == "auto" and budget is None:
+            budget = max_nodes
+    if budget is not None:
+        budget = _check_budget(budget)
+    if sizing == "fixed" and budget is None:
+        raise ConfigError("sizing='fixed' needs budget=N (draft nodes per step).")
+    if sizing == "preset" and budget is not None:
+        raise ConfigError("sizing='preset' takes its node count from BUDGET_PRESETS; drop budget= or use "
+                          "sizing='fixed'.")
+    if sizing == "auto" and budget is None:
+        budget = AUTO_MAX_NODES
+    return sizing, budget
+
+
+def _legacy_methods(d: Drafter) -> tuple[bool, bool]:
+    """Whether ``d`` overrides the old ``begin(prompt, vocab_size)`` / ``observe(tree, accepted,
+    logits)`` (told apart by their number of positional parameters); warns once for each."""
+    def positional(method) -> int:
+        params = inspect.signature(method).parameters.values()
+        return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+
+    old_begin = positional(d.begin) >= 2
+    old_observe = positional(d.observe) >= 3
+    for old, what, new in ((old_begin, "begin(prompt, vocab_size)", "begin(request)"),
+                           (old_observe, "observe(tree, accepted, logits)", "observe(outcome)")):
+        if old:
+            warnings.warn(f"drafter {d.name!r} implements the old {what}; implement {new} instead "
+                          "(see retrodraft.drafters.base)", DeprecationWarning, stacklevel=4)
+    return old_begin, old_observe

@@ -4,8 +4,11 @@ Each subcommand is one ``_add_<name>(subparsers)`` function that builds its pars
 ``run(args) -> int`` handler; :data:`COMMANDS` lists them in help order. To add a subcommand,
 write both functions and add the first to :data:`COMMANDS`.
 
-Expected errors (:class:`~retrodraft.errors.RetroDraftError`) print one line,
-``retrodraft: error: <message>``, on stderr and exit 2; Ctrl-C exits 130 without a traceback.
+Bad input - usage errors, arguments of the wrong type or out of range (checked by argparse
+``type=`` functions before any model loads), :class:`~retrodraft.errors.RetroDraftError`, an
+unwritable output, a missing optional dependency - prints one line, ``retrodraft: error:
+<message>``, on stderr and exits 2; Ctrl-C prints ``retrodraft: interrupted`` and exits 130; any
+other exception is a bug: one line, exit 1 (``RETRODRAFT_DEBUG=1`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from retrodraft.errors import RetroDraftError
@@ -20,6 +24,86 @@ from retrodraft.errors import RetroDraftError
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 PROG = "retrodraft"
+
+#: Top-level module of an optional dependency -> the extra that installs it.
+EXTRAS = {"pydivsufsort": "index", "ahocorasick": "index", "faiss": "rag", "distributed": "dist",
+          "matplotlib": "bench", "gguf": "models", "accelerate": "models"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line (the usage itself is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
+def _int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type=`` for integers from ``lo`` to ``hi`` (inclusive; no upper bound if None)."""
+    want = f"an integer from {lo} to {hi}" if hi is not None else f"an integer >= {lo}"
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"expected {want}, got {v}")
+        return v
+
+    return parse
+
+
+def _float_at_least(lo: float) -> Callable[[str], float]:
+    """An argparse ``type=`` for finite numbers >= ``lo``."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number >= {lo:g}, got {text!r}") from None
+        if not lo <= v < float("inf"):
+            raise argparse.ArgumentTypeError(f"expected a number >= {lo:g}, got {text}")
+        return v
+
+    return parse
+
+
+def _int_list(lo: int, hi: int) -> Callable[[str], list[int]]:
+    """An argparse ``type=`` for a comma list of integers from ``lo`` to ``hi``."""
+    item = _int_in(lo, hi)
+
+    def parse(text: str) -> list[int]:
+        values = [item(x.strip()) for x in text.split(",") if x.strip()]
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected a comma list of integers from {lo} to {hi}, got {text!r}")
+        return values
+
+    return parse
+
+
+def _check_writable(path: str, flag: str, folder: bool = True, replace: bool = False) -> None:
+    """Refuse an output path that cannot be created, before any work is done (nothing half-written).
+
+    ``folder``: the path is a folder to create or fill (else a file to write); ``replace``: the
+    folder is built next to it and renamed into place, so its parent must be writable.
+    """
+    p = Path(path).absolute()
+    if p.exists() and p.is_dir() != folder:
+        raise RetroDraftError(f"{flag} {path} is {'a file' if folder else 'a folder'}; "
+                              f"give {'a folder' if folder else 'a file'} path.")
+    base = p if folder and not replace else p.parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise RetroDraftError(f"{flag} {path}: {base} is a file, not a folder.")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise RetroDraftError(f"{flag} {path}: {base} is not writable.")
+
+
+def _check_model_name(name: str) -> None:
+    """Refuse an unknown or unfetched model before loading anything."""
+    from retrodraft import models
+
+    models._resolve(name)
 
 
 def _cmd_models_list(args: argparse.Namespace) -> int:
@@ -110,6 +194,7 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from retrodraft.demo import run_demo
 
+    _check_model_name(args.model)
     run_demo(model=args.model, max_new_tokens=args.max_new_tokens)
     return 0
 
@@ -126,7 +211,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", default="smollm2-135m",
                    help="registry name or model folder (default: %(default)s)")
-    p.add_argument("--max-new-tokens", type=int, default=96,
+    p.add_argument("--max-new-tokens", type=_int_in(1), default=96,
                    help="tokens to generate per prompt (default: %(default)s)")
     p.set_defaults(run=_cmd_demo)
 
@@ -144,13 +229,33 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from retrodraft.bench import bench
+    from retrodraft.bench.data import load_suite
+    from retrodraft.bench.methods import make_method
+    from retrodraft.bench.peers import MethodUnavailable
+    from retrodraft.index import CorpusIndex
 
-    sweep = [int(x) for x in _csv(args.sweep)] if args.sweep else None
+    sweep = args.sweep
+    _check_writable(args.out, "--out")
+    load_suite(_csv(args.suite), args.per_category, args.humaneval, args.requests)
+    for path in args.index:
+        CorpusIndex(path)
+    for m in _csv(args.methods):  # refuse a bad method name before loading the model
+        if m != "assisted":
+            try:
+                make_method(m, None, args.index or None)
+            except MethodUnavailable:
+                pass  # a peer whose package is missing: bench skips it and says why
+        elif not args.draft_model:
+            raise RetroDraftError("method 'assisted' needs a draft model: pass --draft-model NAME.")
+    _check_model_name(args.model)
+    if args.draft_model:
+        _check_model_name(args.draft_model)
     report = bench(
         model=args.model, dtype=args.dtype, suites=_csv(args.suite), per_category=args.per_category,
         humaneval_n=args.humaneval, methods=_csv(args.methods), sweep=sweep, max_new_tokens=args.max_new_tokens,
         threads=args.threads, cold=args.cold, temperature=args.temperature, draft_model=args.draft_model,
         index=args.index or None, out=args.out, progress=not args.quiet, plots=not args.no_plots,
+        requests=args.requests,
     )
     print(report.read_text())
     print(f"written: {report.parent}/ (results.json, report.md, *.png)")
@@ -164,28 +269,35 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         description="Run every method on the same model, prompts, dtype and threads, interleaved prompt by "
                     "prompt, and write results.json (every raw figure + environment), report.md and plots. "
                     "Methods: greedy (the baseline), pld (transformers' prompt lookup), assisted (transformers' "
-                    "assisted generation with --draft-model), retrodraft[:DRAFTERS][@BUDGET] "
-                    "(e.g. retrodraft:recycling+lookup@16).",
+                    "assisted generation with --draft-model), suffix (SuffixDecoding's arctic-inference "
+                    "implementation as a drafter under retrodraft's verifier; benchmarks/install_arctic.sh), "
+                    "retrodraft[:DRAFTERS][@BUDGET] (e.g. retrodraft:recycling+lookup@16).",
         epilog="examples:\n"
                "  retrodraft bench --model smollm2-135m --suite humaneval --per-category 10 \\\n"
                "      --methods greedy,pld,retrodraft:recycling,retrodraft:lookup,retrodraft:default\n"
                "  retrodraft bench --model qwen2.5-coder-1.5b --dtype bfloat16 --suite spec-bench,humaneval \\\n"
                "      --methods greedy,pld,assisted,retrodraft:default --draft-model qwen2.5-coder-0.5b\n"
-               "  retrodraft bench --model smollm2-135m --suite humaneval --sweep 2,4,8,16,32",
+               "  retrodraft bench --model smollm2-135m --suite humaneval --sweep 2,4,8,16,32\n"
+               "  retrodraft bench --model qwen2.5-coder-1.5b --dtype bfloat16 --suite refactor,json,agent \\\n"
+               "      --max-new-tokens 512 --methods greedy,pld,suffix,retrodraft:default",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_model_args(p)
     p.add_argument("--suite", default="spec-bench,humaneval",
-                   help="comma list: spec-bench, humaneval, humaneval-chat, or one Spec-Bench category "
-                        "(default: %(default)s)")
-    p.add_argument("--per-category", type=int, default=10, help="prompts per category (default: %(default)s)")
-    p.add_argument("--humaneval", type=int, default=None, help="HumanEval prompts (default: --per-category)")
+                   help="comma list: spec-bench, humaneval, humaneval-chat, squad-rag, one Spec-Bench category, "
+                        "or the sequence suites refactor, json, agent (default: %(default)s)")
+    p.add_argument("--per-category", type=_int_in(1), default=10, help="prompts per category (default: %(default)s)")
+    p.add_argument("--requests", type=_int_in(1), default=None,
+                   help="requests of each sequence suite: refactor, json, agent (default: all)")
+    p.add_argument("--humaneval", type=_int_in(1), default=None, help="HumanEval prompts (default: --per-category)")
     p.add_argument("--methods", default="greedy,pld,retrodraft:default", help="comma list (default: %(default)s)")
-    p.add_argument("--sweep", default=None, help="comma list of node budgets: adds retrodraft:default@B for each")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="per turn (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--sweep", type=_int_list(0, 1024), default=None,
+                   help="comma list of node budgets: adds retrodraft:default@B for each")
+    p.add_argument("--max-new-tokens", type=_int_in(1), default=256, help="per turn (default: %(default)s)")
+    p.add_argument("--threads", type=_int_in(1), default=None, help="torch threads (default: torch's)")
     p.add_argument("--cold", action="store_true", help="reset drafter state before every prompt")
-    p.add_argument("--temperature", type=float, default=0.0, help="> 0 samples instead of greedy decoding")
+    p.add_argument("--temperature", type=_float_at_least(0.0), default=0.0,
+                   help="> 0 samples instead of greedy decoding")
     p.add_argument("--draft-model", default=None, help="draft model for the assisted method")
     p.add_argument("--index", action="append", default=[],
                    help="corpus index for methods with the retrieval drafter (repeatable)")
@@ -211,10 +323,13 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
     from retrodraft import models
     from retrodraft.bench.data import load_suite
-    from retrodraft.shape import calibrate
+    from retrodraft.calibrate import calibrate
 
     budgets = _budgets(args.budgets)
     prompts = load_suite(_csv(args.suite), args.prompts)
+    if args.out:
+        _check_writable(args.out, "--out")
+    _check_model_name(args.model)
     model, tok = models.load(args.model, dtype=args.dtype)
     command = "retrodraft " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     shapes = calibrate(model, tok, prompts, budgets, max_new_tokens=args.max_new_tokens, nodes=args.nodes,
@@ -225,7 +340,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         path = shape.save(out / f"{name}.json")
         print(f"{name}: {shape.size} nodes, max depth {max(map(len, shape.paths))}, "
               f"expected tokens/step {shape.expected_accepted:.2f} -> {path}")
-    print(f"use with: RetroDraft(drafters=['stand', ...], tree='{next(iter(shapes))}')")
+    print(f"use with: RetroDraft(drafters=['stand', ...], shape='{next(iter(shapes))}')")
     return 0
 
 
@@ -235,7 +350,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
         help="learn tree shapes from acceptance data (STAND)",
         description="Decode sample prompts drafting with STAND into a very large tree (--nodes, --depth), count how "
                     "often each tree position is on the accepted path, and save, for each NAME=NODES budget, the "
-                    "NODES most accepted positions as a tree shape that RetroDraft(tree=NAME) loads.",
+                    "NODES most accepted positions as a tree shape that RetroDraft(shape=NAME) loads.",
         epilog="example:\n"
                "  retrodraft calibrate --model smollm2-135m --suite humaneval,qa --prompts 10 \\\n"
                "      --budgets cpu-float32=8,cpu-bfloat16=24,gpu=64",
@@ -244,12 +359,12 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     _add_model_args(p)
     p.add_argument("--suite", default="humaneval,multi-turn,qa",
                    help="benchmark prompts to calibrate on, as for bench --suite (default: %(default)s)")
-    p.add_argument("--prompts", type=int, default=10, help="prompts per category (default: %(default)s)")
+    p.add_argument("--prompts", type=_int_in(1), default=10, help="prompts per category (default: %(default)s)")
     p.add_argument("--budgets", default="cpu-float32=8,cpu-bfloat16=24,gpu=64",
                    help="comma list NAME=NODES: one shape per entry (default: %(default)s)")
-    p.add_argument("--nodes", type=int, default=625, help="calibration tree size (default: %(default)s)")
-    p.add_argument("--depth", type=int, default=20, help="calibration tree depth (default: %(default)s)")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="per prompt (default: %(default)s)")
+    p.add_argument("--nodes", type=_int_in(1, 4096), default=625, help="calibration tree size (default: %(default)s)")
+    p.add_argument("--depth", type=_int_in(1, 256), default=20, help="calibration tree depth (default: %(default)s)")
+    p.add_argument("--max-new-tokens", type=_int_in(1), default=64, help="per prompt (default: %(default)s)")
     p.add_argument("--out", default=None, help="folder for the shape files (default: $RETRODRAFT_CACHE/shapes)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_cmd_calibrate)
@@ -261,14 +376,15 @@ def _cmd_cost(args: argparse.Namespace) -> int:
     from retrodraft import models
     from retrodraft.cost import DEFAULT_SIZES, CostModel, cost_dir, model_key
 
+    sizes = tuple(args.sizes) if args.sizes else DEFAULT_SIZES
+    if args.plot:
+        _check_writable(args.plot, "--plot", folder=False)
+    _check_model_name(args.model)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     model, _ = models.load(args.model, dtype=args.dtype)
-    sizes = tuple(int(x) for x in _csv(args.sizes)) if args.sizes else DEFAULT_SIZES
-    if any(t < 1 or t > 1024 for t in sizes):
-        raise RetroDraftError(f"--sizes must be token counts from 1 to 1024, got {args.sizes!r}")
     cm = CostModel.for_model(model, refresh=args.refresh, sizes=sizes, past_len=args.past)
     print(f"{args.model} {args.dtype} on {cm.device}, cached at {cost_dir() / (model_key(model) + '.json')}")
     print("tokens  ms/pass  relative")
@@ -304,9 +420,11 @@ def _add_cost(sub: argparse._SubParsersAction) -> None:
     )
     _add_model_args(p)
     p.add_argument("--refresh", action="store_true", help="measure again even if a curve is cached")
-    p.add_argument("--sizes", default=None, help="comma list of token counts (default: 1,2,4,...,64)")
-    p.add_argument("--past", type=int, default=256, help="cached prefix length while timing (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--sizes", type=_int_list(1, 1024), default=None,
+                   help="comma list of token counts (default: 1,2,4,...,64)")
+    p.add_argument("--past", type=_int_in(2, 100_000), default=256,
+                   help="cached prefix length while timing (default: %(default)s)")
+    p.add_argument("--threads", type=_int_in(1), default=None, help="torch threads (default: torch's)")
     p.add_argument("--plot", default=None, help="also write the curve as a PNG here")
     p.set_defaults(run=_cmd_cost)
 
@@ -315,6 +433,9 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
     from retrodraft import models
     from retrodraft.index import build_index
 
+    _check_writable(args.out, "--out", replace=True)
+    if Path(args.out).exists() and not args.force:
+        raise RetroDraftError(f"{args.out} already exists; pass --force to replace it.")
     tok = models.load_tokenizer(args.tokenizer)
     h = build_index(args.sources, tok, args.out, include=args.include, exclude=args.exclude,
                     jsonl_field=args.jsonl_field, shard_tokens=args.shard_tokens, workers=args.workers,
@@ -398,8 +519,10 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--include", action="append", default=[], help="glob on file paths/names to keep (repeatable)")
     b.add_argument("--exclude", action="append", default=[], help="glob on file paths/names to drop (repeatable)")
     b.add_argument("--jsonl-field", default=None, help="for .jsonl files: index this field of every line")
-    b.add_argument("--shard-tokens", type=int, default=50_000_000, help="tokens per shard (default: %(default)s)")
-    b.add_argument("--workers", type=int, default=None, help="parallel shard builders (default: CPU count)")
+    b.add_argument("--shard-tokens", type=_int_in(1000), default=50_000_000,
+                   help="tokens per shard (default: %(default)s)")
+    b.add_argument("--workers", type=_int_in(1, 1024), default=None,
+                   help="parallel shard builders (default: CPU count)")
     b.add_argument("--force", action="store_true", help="replace an existing index")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     b.set_defaults(run=_cmd_index_build)
@@ -413,21 +536,160 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
     q.add_argument("index", help="index folder")
     q.add_argument("text", help="context text; its longest suffix found in the corpus is matched")
     q.add_argument("--tokenizer", default=None, help="default: the one the index was built with")
-    q.add_argument("--depth", type=int, default=8, help="continuation tokens (default: %(default)s)")
-    q.add_argument("--max-matches", type=int, default=64, help="occurrences sampled (default: %(default)s)")
-    q.add_argument("--top", type=int, default=10, help="continuations shown (default: %(default)s)")
+    q.add_argument("--depth", type=_int_in(1, 64), default=8, help="continuation tokens (default: %(default)s)")
+    q.add_argument("--max-matches", type=_int_in(1, 100_000), default=64,
+                   help="occurrences sampled (default: %(default)s)")
+    q.add_argument("--top", type=_int_in(1), default=10, help="continuations shown (default: %(default)s)")
     q.set_defaults(run=_cmd_index_query)
+
+
+def _budget_arg(text: str) -> int | str:
+    """An argparse ``type=`` for a RetroDraft budget: ``auto``, ``preset`` or a node count."""
+    return text if text in ("auto", "preset") else _int_in(0, 1024)(text)
+
+
+def _cmd_trace(args: argparse.Namespace) -> int:
+    import torch
+
+    import retrodraft  # noqa: F401  (installs the generate(assistant=RetroDraft()) hook)
+    from retrodraft import RetroDraft, models
+    from retrodraft.trace import write_html
+
+    if args.file is not None:
+        try:
+            text = Path(args.file).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise RetroDraftError(f"--file {args.file} is not UTF-8 text") from None
+    else:
+        text = args.prompt
+    if not text:
+        raise RetroDraftError("the prompt is empty")
+    _check_writable(args.out, "--out", folder=False)
+    _check_model_name(args.model)
+    assistant = RetroDraft(drafters=_csv(args.drafters) if args.drafters else None, budget=args.budget,
+                           sizing=args.sizing, trace=True)
+    model, tok = models.load(args.model, dtype=args.dtype)
+    if args.chat:
+        ids = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                      return_tensors="pt", return_dict=True)["input_ids"]
+    else:
+        ids = tok(text, return_tensors="pt").input_ids
+    model.generate(ids, attention_mask=torch.ones_like(ids), assistant=assistant, do_sample=False,
+                   max_new_tokens=args.max_new_tokens)
+    path = write_html(assistant.trace, tok, args.out, title=f"retrodraft trace: {args.model}")
+    st = assistant.stats
+    print(f"{st.new_tokens} tokens in {st.steps} steps ({st.mean_committed:.2f} tokens/step, mean tree "
+          f"{st.mean_tree_size:.1f} nodes, {st.new_tokens / st.wall_s:.1f} tokens/s) -> {path}")
+    return 0
+
+
+def _add_trace(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "trace",
+        help="generate once and write an HTML page showing where every token came from",
+        description="Generate greedily with a tracing RetroDraft assistant and write one self-contained HTML page: "
+                    "the output with every token coloured by its source (each drafter, the bonus token, a "
+                    "one-token step), the step and tree size on hover, a legend, and a per-step chart of tree size "
+                    "against tokens committed.",
+        epilog="examples:\n"
+               "  retrodraft trace --model smollm2-135m --prompt 'def fib(n):' --out trace.html\n"
+               "  retrodraft trace --model qwen2.5-coder-0.5b --file prompt.txt --chat --drafters recycling,lookup,stand "
+               "\\\n      --max-new-tokens 256 --out trace.html",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_model_args(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="prompt text")
+    src.add_argument("--file", help="read the prompt from this UTF-8 file")
+    p.add_argument("--out", required=True, help="HTML file to write")
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    p.add_argument("--max-new-tokens", type=_int_in(1, 100_000), default=128,
+                   help="tokens to generate (default: %(default)s)")
+    p.add_argument("--drafters", default=None, help="comma list of drafter names (default: recycling,lookup)")
+    p.add_argument("--sizing", choices=["auto", "fixed", "preset"], default=None,
+                   help="how each step's tree size is chosen (default: auto, or fixed when --budget is given)")
+    p.add_argument("--budget", type=_int_in(0, 1024), default=None,
+                   help="the most draft nodes per step (with --sizing fixed: exactly that many)")
+    p.set_defaults(run=_cmd_trace)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from retrodraft.export import export
+
+    _check_writable(args.out, "--out", replace=True)
+    out = export(args.model, args.out, drafters=_csv(args.drafters) if args.drafters else None, index=args.index,
+                 state=args.state, sizing=args.sizing, budget=args.budget, save_every=args.save_every,
+                 copy=args.copy, force=args.force)
+    print(f"{out}\nserve it with:  transformers serve {out} --trust-remote-code")
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a model folder that `transformers serve` serves with retrodraft",
+        description="Write a folder with the model's config, tokenizer and weights (symlinked, or copied with "
+                    "--copy), a generation_config.json carrying the drafter options, and a "
+                    "custom_generate/generate.py that `transformers serve DIR --trust-remote-code` runs instead of "
+                    "plain decoding. Every request shares one assistant, so what it learns accumulates; with "
+                    "--state it is loaded at start, saved every --save-every requests and at shutdown.",
+        epilog="examples:\n"
+               "  retrodraft export smollm2-135m --out served/smollm2 --state served/smollm2/state\n"
+               "  transformers serve served/smollm2 --trust-remote-code --port 8000\n"
+               "  retrodraft export qwen2.5-coder-1.5b --out served/qwen --drafters recycling,lookup,retrieval "
+               "\\\n      --index indexes/stdlib",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="embedded model name or local transformers folder")
+    p.add_argument("--out", required=True, help="folder to write")
+    p.add_argument("--drafters", default=None, help="comma list of drafter names (default: recycling,lookup)")
+    p.add_argument("--index", action="append", default=None, metavar="INDEX",
+                   help="corpus index folder for the retrieval drafter (repeatable)")
+    p.add_argument("--state", default=None, metavar="PATH",
+                   help="state folder: loaded at server start if it exists, saved while serving and at shutdown")
+    p.add_argument("--save-every", type=_int_in(0), default=16, metavar="N",
+                   help="save the state every N requests; 0: only at shutdown (default: %(default)s)")
+    p.add_argument("--sizing", choices=("auto", "fixed", "preset"), default=None,
+                   help="how each step's tree size is chosen (default: auto, or fixed with --budget)")
+    p.add_argument("--budget", type=_int_in(0, 1024), default=None,
+                   help="draft nodes per step: the cap of --sizing auto (default 32), the size of fixed")
+    p.add_argument("--copy", action="store_true", help="copy the model's files instead of symlinking them")
+    p.add_argument("--force", action="store_true", help="replace an earlier export at --out")
+    p.set_defaults(run=_cmd_export)
+
+
+def _cmd_state_info(args: argparse.Namespace) -> int:
+    from retrodraft.state import verify
+
+    m = verify(args.path)
+    print(f"{args.path}: retrodraft state format {m['version']}, saved {m.get('saved', '?')}, "
+          f"tokenizer {m['tokenizer']['fingerprint']}; checksums ok")
+    for e in m["drafters"] + ([m["sizer"]] if m["sizer"] is not None else []):
+        arrays = ", ".join(f"{k} {'x'.join(map(str, a['shape'])) or 'scalar'} ({a['bytes'] / 1e6:.1f} MB)"
+                           for k, a in e["arrays"].items())
+        print(f"  {e['name']}: {arrays or 'nothing learnt'}")
+    return 0
+
+
+def _add_state(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("state", help="inspect a saved assistant state",
+                       description="Saved assistant states (RetroDraft.save / `retrodraft export --state`).")
+    actions = p.add_subparsers(title="actions", dest="action", metavar="ACTION", required=True)
+    a = actions.add_parser("info", help="check every checksum and list what each drafter saved")
+    a.add_argument("path", metavar="PATH", help="state folder")
+    a.set_defaults(run=_cmd_state_info)
 
 
 # Help order.
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_models, _add_demo, _add_bench, _add_calibrate, _add_cost, _add_index,
+    _add_models, _add_demo, _add_bench, _add_calibrate, _add_cost, _add_index, _add_trace, _add_export,
+    _add_state,
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full ``retrodraft`` parser, one subparser per entry of :data:`COMMANDS`."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="retrodraft: lossless, model-free tree speculative decoding for "
                     "Hugging Face causal LMs.",
@@ -459,17 +721,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             return e.code if isinstance(e.code, int) else 2
         return args.run(args)
     except RetroDraftError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
     except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as e:
+        top = (e.name or "").partition(".")[0]
+        if top not in EXTRAS:
+            return _bug(e)
+        return _fail(f"this needs the optional package {top!r}, which is not installed: "
+                     f"pip install 'retrodraft[{EXTRAS[top]}]'")
     except OSError as e:  # disk full, permission denied, ...: the OS said it clearly enough
         if isinstance(e, BrokenPipeError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 1
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
-        print(f"{PROG}: error: {e.strerror or e}{where}", file=sys.stderr)
-        return 2
+        return _fail(f"{e.strerror or e}{where}")
+    except Exception as e:
+        return _bug(e)
+
+
+def _fail(message: str) -> int:
+    """Report bad input: one line on stderr, exit status 2."""
+    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
+
+
+def _bug(e: Exception) -> int:
+    """An unexpected exception: one line (the traceback with RETRODRAFT_DEBUG=1), exit status 1."""
+    if os.environ.get("RETRODRAFT_DEBUG"):
+        raise e
+    print(f"{PROG}: internal error: {type(e).__name__}: {' '.join(str(e).split())[:500]} "
+          "(a bug; rerun with RETRODRAFT_DEBUG=1 for the traceback and please report it)", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

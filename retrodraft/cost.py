@@ -1,20 +1,10 @@
-"""What a tree costs on this device, and how big a tree pays: the per-step size choice.
+"""What a tree pass costs on this device: seconds per forward pass of ``T`` new tokens.
 
 Speculative decoding's speedup is roughly *tokens committed per step / cost of the step*. The
-numerator grows with the tree, with diminishing returns; the denominator depends on the device:
-on the 2-core CPU of ../shared/MODELS.md a 16-token float32 pass costs ~2x one token, a bfloat16
-one ~1.3x (AMX), and on a GPU ~1x up to 64 tokens. So the right tree size is a property of the
-model, the device, the dtype - and of how confident the drafters are *this step*: a long prompt
-lookup match deserves a deep chain, free-form prose deserves no draft at all.
-
-:class:`CostModel` measures seconds per forward pass of ``T`` new tokens (a few passes, cached on
-disk per model + device + dtype + threads). :class:`TreeSizer` turns the drafters' node scores into
-calibrated acceptance probabilities (learnt online from which nodes were accepted) and each step
-picks the number of nodes ``n`` that maximizes expected tokens per second::
-
-    rate(n) = (1 + sum of the n best nodes' acceptance probabilities) / seconds(1 + n)
-
-``n = 0`` is plain decoding, so a tree is verified only when its expected rate beats it.
+cost of a step depends on the model, the device, the dtype and the thread count: a CPU pays for
+every extra token of a pass, a GPU verifies tens of tokens for about the price of one.
+:class:`CostModel` measures that curve (a few timed passes, cached on disk per model + device +
+dtype + threads); :class:`~retrodraft.sizing.TreeSizer` uses it to choose each step's tree size.
 """
 
 from __future__ import annotations
@@ -25,6 +15,7 @@ import logging
 import os
 import platform
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,9 +23,10 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
+from .paths import cost_dir, write_json_atomic
 from .tree import DraftTree
 
-__all__ = ["CostModel", "TreeSizer", "DEFAULT_SIZES", "cost_dir"]
+__all__ = ["CostModel", "DEFAULT_SIZES", "cost_dir", "cpu_name", "model_key"]
 
 log = logging.getLogger(__name__)
 
@@ -43,19 +35,8 @@ DEFAULT_SIZES: tuple[int, ...] = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)
 _FORMAT = 1
 
 
-def cost_dir() -> Path:
-    """Where measured cost curves live: ``$RETRODRAFT_COST_CACHE``, else ``<retrodraft cache>/cost``."""
-    env = os.environ.get("RETRODRAFT_COST_CACHE")
-    if env:
-        return Path(env).expanduser()
-    from .models import cache_root
-
-    return cache_root() / "cost"
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+def cpu_name() -> str:
+    """This machine's CPU model name (``/proc/cpuinfo`` on Linux, else what ``platform`` says)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -63,6 +44,10 @@ def _device_name(device: torch.device) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
 
 
 def model_key(model: torch.nn.Module) -> str:
@@ -183,11 +168,7 @@ class CostModel:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write atomically (temporary file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        os.replace(tmp, path)
+        write_json_atomic(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "CostModel":
@@ -197,72 +178,16 @@ class CostModel:
         return cls(np.array(d["sizes"]), np.array(d["seconds"]), d.get("key", ""), d.get("device", ""))
 
 
-class TreeSizer:
-    """Chooses, each step, how many of a tree's best nodes to verify.
-
-    A drafter's node score is its own estimate that the path to the node is accepted; the sizer
-    recalibrates it against what actually happened (scores in ``bins`` equal-width bins, each
-    bin's acceptance rate counted with ``prior`` pseudo-observations at the bin's centre, so the
-    drafters are trusted until evidence says otherwise) and then maximizes expected tokens per
-    second under the :class:`CostModel`.
-
-    Args:
-        cost: the device's cost curve.
-        max_nodes: never more draft nodes than this (default: the largest measured pass - 1).
-        bins / prior: calibration resolution and strength (pseudo-observations per bin) of
-            the initial belief.
-        trust: the initial belief is that a node scored ``s`` is accepted with probability
-            ``trust * s``. Drafters are over-confident on a cold start over text they cannot
-            predict, where every wasted node is paid for; 0.5 recovered most of that loss in
-            ``benchmarks/cold_start.py`` without costing the prompts drafting does help.
-    """
-
-    def __init__(self, cost: CostModel, max_nodes: int | None = None, bins: int = 20, prior: float = 8.0,
-                 trust: float = 0.5) -> None:
-        self.cost = cost
-        self.max_nodes = cost.max_tokens - 1 if max_nodes is None else min(int(max_nodes), cost.max_tokens - 1)
-        self.bins = int(bins)
-        centres = (np.arange(self.bins) + 0.5) / self.bins
-        self._hits = centres * prior * trust
-        self._seen = np.full(self.bins, float(prior))
-        # seconds(1 + n) for every n the sizer may choose, computed once.
-        self._seconds = cost.seconds_for(np.arange(1, self.max_nodes + 2))
-
-    def _bin(self, scores: np.ndarray) -> np.ndarray:
-        # The epsilon puts float32 and float64 copies of one score (0.9 -> 17.99999 vs 18) in one bin.
-        return np.minimum((np.asarray(scores, np.float64) * self.bins + 1e-5).astype(np.int64), self.bins - 1)
-
-    def calibrated(self, scores: np.ndarray) -> np.ndarray:
-        """Acceptance probability of nodes with these drafter scores, ``(n,)`` -> ``(n,)``."""
-        b = self._bin(scores)
-        return self._hits[b] / self._seen[b]
-
-    def choose(self, tree: DraftTree, limit: int | None = None) -> int:
-        """Draft nodes to keep (0 = plain decoding) for the highest expected tokens per second,
-        at most ``limit`` (and ``max_nodes``)."""
-        cap = self.max_nodes if limit is None else min(self.max_nodes, int(limit))
-        s = np.sort(tree.scores[1:])[::-1][:cap]
-        if s.size == 0:
-            return 0
-        gain = np.concatenate([[1.0], 1.0 + np.cumsum(self.calibrated(s))])
-        rate = gain / self._seconds[: gain.size]
-        return int(np.argmax(rate))
-
-    def observe(self, tree: DraftTree, accepted: np.ndarray) -> None:
-        """Count, per score bin, which verified draft nodes were on the accepted path."""
-        if len(tree) <= 1:
-            return
-        b = self._bin(tree.scores[1:])
-        hit = np.zeros(len(tree), dtype=np.float64)
-        hit[accepted] = 1.0
-        np.add.at(self._seen, b, 1.0)
-        np.add.at(self._hits, b, hit[1:])
-
-    def expected_accepted(self, tree: DraftTree) -> float:
-        """Calibrated expected tokens committed by verifying ``tree`` (bonus token included)."""
-        return 1.0 + float(self.calibrated(tree.scores[1:]).sum())
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def __getattr__(name: str):
+    if name == "TreeSizer":  # its home until the sizer and the cost measurement were split
+        warnings.warn("retrodraft.cost.TreeSizer moved to retrodraft.sizing.TreeSizer", DeprecationWarning,
+                      stacklevel=2)
+        from .sizing import TreeSizer
+
+        return TreeSizer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "RetroDraftError",
     "UnsupportedModelError",
+    "UnsupportedCallError",
     "ConfigError",
     "ModelNotFoundError",
     "FetchError",
@@ -16,6 +17,7 @@ __all__ = [
     "IndexFormatError",
     "IndexMismatchError",
     "SourceError",
+    "StateError",
 ]
 
 
@@ -24,7 +26,13 @@ class RetroDraftError(Exception):
 
 
 class UnsupportedModelError(RetroDraftError, ValueError):
-    """The model, its attention kernel or the requested generation mode cannot be drafted for."""
+    """The model or its attention kernel cannot be drafted for."""
+
+
+class UnsupportedCallError(UnsupportedModelError):
+    """A ``generate`` call asks for something a retrodraft assistant cannot do (beam search, a
+    batch, padding, stop strings without a tokenizer, ...). Subclasses :class:`UnsupportedModelError`
+    so code that caught that keeps working."""
 
 
 class ConfigError(RetroDraftError, ValueError):
@@ -53,3 +61,8 @@ class IndexMismatchError(RetroDraftError):
 
 class SourceError(RetroDraftError):
     """A corpus source for ``retrodraft index build`` is missing, empty or unreadable."""
+
+
+class StateError(RetroDraftError):
+    """A saved assistant state is missing, truncated, corrupted, from a newer format, or was saved
+    for another tokenizer or drafter configuration."""

@@ -36,6 +36,7 @@ from typing import Sequence
 import torch
 
 from retrodraft.errors import ChecksumError, ConfigError, FetchError, ModelNotFoundError
+from retrodraft.paths import cache_root
 
 __all__ = [
     "ModelSpec",
@@ -48,7 +49,6 @@ __all__ = [
     "spec",
 ]
 
-_CACHE_ENV = "RETRODRAFT_CACHE"
 _FIND_LINKS_ENV = "RETRODRAFT_FIND_LINKS"
 _GGUF_NAME = "model.gguf"
 _MARKER = "retrodraft-model.json"
@@ -141,14 +141,6 @@ def spec(name: str) -> ModelSpec:
         raise ModelNotFoundError(
             f"unknown model {name!r}; known models: {', '.join(REGISTRY)}"
         ) from None
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cache folder: ``cache_dir``, else ``$RETRODRAFT_CACHE``, else ``~/.cache/retrodraft``."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get(_CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "retrodraft"
 
 
 def cached_path(name: str, cache_dir: str | os.PathLike | None = None) -> Path | None:

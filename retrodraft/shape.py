@@ -1,33 +1,29 @@
-"""Tree shapes learnt from acceptance data (STAND's data-driven trees).
+"""Tree shapes: which rank paths a template-filling drafter drafts into (STAND's data-driven trees).
 
 A shape is a set of rank paths (``(0, 1)`` = the second candidate of the first candidate of
-the root, see :mod:`retrodraft.drafters._template`). :func:`calibrate` drafts with a very large
-shape (625 nodes, 20 deep) on sample prompts, counts how often each position lies on the
-accepted path, and keeps the ``budget`` most often accepted positions. A child is never accepted
-more often than its parent, so the kept set is a connected subtree by construction.
+the root, see :mod:`retrodraft.drafters._template`), learnt from acceptance data by
+:func:`retrodraft.calibrate.calibrate`.
 
-Shapes are JSON files. ``RetroDraft(tree=NAME)`` finds NAME among the presets shipped in
+Shapes are JSON files. ``RetroDraft(shape=NAME)`` finds NAME among the presets shipped in
 ``retrodraft/shapes/`` (``cpu-float32``, ``cpu-bfloat16``, ``gpu``), then among the shapes that
 ``retrodraft calibrate`` saved under ``$RETRODRAFT_CACHE/shapes/``; a path to a ``.json`` file works too.
 """
 
 from __future__ import annotations
 
-import heapq
 import json
-import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ConfigError
+from .paths import shapes_dir, write_json_atomic
 
-__all__ = ["TreeShape", "calibration_template", "calibrate", "shape_dirs", "PRESET_DIR"]
+__all__ = ["TreeShape", "shape_dirs", "PRESET_DIR"]
 
 PRESET_DIR = Path(__file__).parent / "shapes"
-#: Rank prior for the calibration template: chain-heavy, so it reaches depth 20 within 625 nodes.
-CALIBRATION_PRIOR = (0.85, 0.07, 0.03, 0.02, 0.01, 0.01, 0.005, 0.005)
 
 
 @dataclass
@@ -55,14 +51,9 @@ class TreeShape:
         return 1.0 + float(sum(self.rates))
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
         data = {"format": "retrodraft-tree-shape/1", "paths": [list(p) for p in self.paths], "rates": self.rates,
                 "meta": self.meta}
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(path)
-        return path
+        return write_json_atomic(path, data)
 
     @classmethod
     def load(cls, name: str | Path) -> "TreeShape":
@@ -120,57 +111,13 @@ class TreeShape:
 
 def shape_dirs() -> list[Path]:
     """Where names are looked up: the shipped presets, then calibrated shapes."""
-    from .models import cache_root
-
-    return [PRESET_DIR, cache_root() / "shapes"]
+    return [PRESET_DIR, shapes_dir()]
 
 
-def calibration_template(nodes: int = 625, max_depth: int = 20, k: int = 8) -> list[tuple[int, ...]]:
-    """The ``nodes`` rank paths with the highest prior (:data:`CALIBRATION_PRIOR`), at most
-    ``max_depth`` deep, parents first."""
-    prior = CALIBRATION_PRIOR[:k]
-    heap: list[tuple[float, tuple[int, ...]]] = [(-pr, (r,)) for r, pr in enumerate(prior)]
-    heapq.heapify(heap)
-    out: list[tuple[int, ...]] = []
-    while heap and len(out) < nodes:
-        neg, p = heapq.heappop(heap)
-        out.append(p)
-        if len(p) < max_depth:
-            for r, pr in enumerate(prior):
-                heapq.heappush(heap, (neg * pr, p + (r,)))
-    out.sort(key=len)
-    return out
+def __getattr__(name: str):
+    if name in ("calibrate", "calibration_template", "CALIBRATION_PRIOR"):  # their home until calibration moved out
+        warnings.warn(f"retrodraft.shape.{name} moved to retrodraft.calibrate.{name}", DeprecationWarning, stacklevel=2)
+        from . import calibrate
 
-
-def calibrate(model, tok, prompts: list, budgets: dict[str, int], max_new_tokens: int = 64, nodes: int = 625,
-              max_depth: int = 20, meta: dict | None = None, progress: bool = True) -> dict[str, TreeShape]:
-    """Learn tree shapes for several node budgets from one calibration run.
-
-    Drafts with STAND filling a ``nodes``-node template (greedy decoding, the table warm across
-    prompts), records which template positions each step accepted, and returns one
-    :class:`TreeShape` per entry of ``budgets`` (name -> node budget).
-
-    Args:
-        model, tok: a loaded causal LM and its tokenizer.
-        prompts: :class:`~retrodraft.bench.data.Prompt` objects (their first turn is used).
-    """
-    from tqdm.auto import tqdm
-
-    from .assistant import RetroDraft
-    from .bench.runner import _encode
-    from .drafters.stand import Stand
-
-    template = calibration_template(nodes, max_depth)
-    stand = Stand(template=template)
-    stand.record = True
-    assistant = RetroDraft(drafters=[stand], budget=len(template))
-    t0 = time.time()
-    for p in tqdm(prompts, desc="calibrate", unit="prompt", disable=not progress):
-        ids = _encode(tok, p, [], p.turns[0])
-        model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, assistant=assistant,
-                       pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
-    info = dict(meta or {}, template_nodes=len(template), template_depth=max_depth, prompts=len(prompts),
-                max_new_tokens=max_new_tokens, seconds=round(time.time() - t0, 1),
-                created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    return {name: TreeShape.from_counts(template, stand.position_hits, stand.position_steps, b, info)
-            for name, b in budgets.items()}
+        return getattr(calibrate, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

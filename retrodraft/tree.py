@@ -9,6 +9,10 @@ root-to-node path is accepted. Scores never grow along a path, so the ``n`` best
 always form a connected subtree; that is what makes :meth:`DraftTree.prune` and fusing the trees
 of several drafters (:meth:`DraftTree.merge`) cheap.
 
+Each node also carries its ``origins``: a bitmask of the drafters that proposed it (bit ``i`` =
+the assistant's drafter ``i``, set by :meth:`DraftTree.tagged`). Fusion ORs the masks of the
+nodes it folds together, so a node keeps every drafter that guessed it; traces read them.
+
 Example::
 
     >>> t = DraftTree.from_paths(5, [[7, 8, 9], [7, 3], [2]])
@@ -56,6 +60,9 @@ class DraftTree:
             replacement, and the distribution ``q`` (over ``support``) they were drawn from.
             The verifier needs both for rejection sampling (see :mod:`retrodraft.verify`);
             deterministic drafts leave this empty.
+        origins: ``(n,)`` uint32 bitmask of the drafters that proposed each node (bit ``i`` =
+            drafter ``i`` of the assistant); 0 when unknown. :meth:`merge` ORs the masks of
+            folded nodes; :meth:`prune` and :meth:`select` carry them along.
     """
 
     tokens: np.ndarray
@@ -63,6 +70,16 @@ class DraftTree:
     depths: np.ndarray
     scores: np.ndarray
     proposals: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    origins: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = self.tokens.shape[0]
+        if self.origins is None:
+            self.origins = np.zeros(n, dtype=np.uint32)
+        else:
+            self.origins = np.asarray(self.origins, dtype=np.uint32)
+            if self.origins.shape != (n,):
+                raise ValueError(f"origins must have shape ({n},), got {self.origins.shape}")
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -81,11 +98,13 @@ class DraftTree:
         tokens: Sequence[int] | np.ndarray,
         parents: Sequence[int] | np.ndarray,
         scores: Sequence[float] | np.ndarray | None = None,
+        origins: Sequence[int] | np.ndarray | None = None,
     ) -> "DraftTree":
         """Build from parents-first arrays, de-duplicating siblings that share a token.
 
         Nodes whose parent was dropped (a duplicate, or a negative token meaning "no guess") are
-        dropped with their whole subtree. Scores are clamped so they never grow along a path.
+        dropped with their whole subtree. Scores are clamped so they never grow along a path;
+        a folded duplicate's ``origins`` are ORed into the node it folds into.
         """
         tokens = np.asarray(tokens, dtype=np.int64)
         parents = np.asarray(parents, dtype=np.int64)
@@ -95,8 +114,9 @@ class DraftTree:
         if np.any(parents[1:] >= np.arange(1, n)) or np.any(parents[1:] < 0):
             raise ValueError("parents must come before their children (parent[i] < i)")
         sc = np.ones(n, dtype=np.float32) if scores is None else np.asarray(scores, dtype=np.float32)
-        out_tok, out_par, out_dep, out_sc, _ = _dedup(tokens, parents, sc)
-        return cls(out_tok, out_par, out_dep, out_sc)
+        org = np.zeros(n, dtype=np.uint32) if origins is None else np.asarray(origins, dtype=np.uint32)
+        out_tok, out_par, out_dep, out_sc, out_org, _ = _dedup(tokens, parents, sc, org)
+        return cls(out_tok, out_par, out_dep, out_sc, origins=out_org)
 
     @classmethod
     def from_paths(
@@ -127,13 +147,25 @@ class DraftTree:
             other_sc = np.concatenate([[1.0], np.asarray(scores, dtype=np.float32)]).astype(np.float32)
         return self.merge(DraftTree.from_arrays(other_tok, other_par, other_sc))
 
+    def tagged(self, mask: int) -> "DraftTree":
+        """This tree with ``mask`` ORed into every draft node's origins (the root is left alone).
+
+        ``tree.tagged(1 << i)`` marks the nodes as proposed by drafter ``i``; arrays other than
+        ``origins`` are shared with this tree.
+        """
+        if not 0 <= mask < 1 << 32:
+            raise ValueError(f"origin mask must fit in 32 bits, got {mask}")
+        org = self.origins.copy()
+        org[1:] |= np.uint32(mask)
+        return DraftTree(self.tokens, self.parents, self.depths, self.scores, self.proposals, org)
+
     # ----------------------------------------------------------------- combining
     def merge(self, other: "DraftTree") -> "DraftTree":
         """Fuse ``other`` into this tree by longest-prefix matching.
 
         Both trees must share the root token. A node of ``other`` whose root-to-node path already
-        exists here is folded into the existing node (keeping the larger score); everything below
-        the longest shared prefix is grafted on. Order: this tree's nodes first, then the new ones.
+        exists here is folded into the existing node (keeping the larger score and the union of
+        both nodes' origins); everything below the longest shared prefix is grafted on. Order: this tree's nodes first, then the new ones.
         """
         if other.tokens[0] != self.tokens[0]:
             raise ValueError(
@@ -147,13 +179,14 @@ class DraftTree:
             [self.parents.astype(np.int64), np.where(other_par == 0, 0, other_par + n_self - 1)]
         )
         sc = np.concatenate([self.scores, other.scores[1:]])
-        out_tok, out_par, out_dep, out_sc, new = _dedup(tok, par, sc)
+        org = np.concatenate([self.origins, other.origins[1:]])
+        out_tok, out_par, out_dep, out_sc, out_org, new = _dedup(tok, par, sc, org)
         props = {int(new[i]): v for i, v in self.proposals.items() if new[i] >= 0}
         for j, v in other.proposals.items():
             i = 0 if j == 0 else n_self + j - 1
             if new[i] >= 0:
                 props.setdefault(int(new[i]), v)  # one sampled group per parent: the first kept
-        return DraftTree(out_tok, out_par, out_dep, out_sc, props)
+        return DraftTree(out_tok, out_par, out_dep, out_sc, props, out_org)
 
     def prune(self, budget: int) -> "DraftTree":
         """Keep the root plus the ``budget`` best-scored draft nodes (a connected subtree).
@@ -181,7 +214,8 @@ class DraftTree:
             raise ValueError("select() needs a set of nodes closed under parents")
         props = {int(remap[i]): v for i, v in self.proposals.items() if remap[i] >= 0}
         return DraftTree(
-            self.tokens[keep].copy(), new_par.astype(np.int32), self.depths[keep].copy(), self.scores[keep].copy(), props
+            self.tokens[keep].copy(), new_par.astype(np.int32), self.depths[keep].copy(), self.scores[keep].copy(), props,
+            self.origins[keep].copy(),
         )
 
     # ----------------------------------------------------------------- queries
@@ -246,9 +280,10 @@ class DraftTree:
 
 
 @numba.njit(cache=True)
-def _dedup_kernel(tokens, parents, scores, out_tok, out_par, out_dep, out_sc, new):
+def _dedup_kernel(tokens, parents, scores, origins, out_tok, out_par, out_dep, out_sc, out_org, new):
     # Walks nodes in order; new[i] is node i's index in the output or -1 if dropped.
-    # A node equal (same parent, same token) to an earlier kept sibling folds into it.
+    # A node equal (same parent, same token) to an earlier kept sibling folds into it
+    # (out_org[kept] |= origins[folded]).
     n = tokens.shape[0]
     new[:] = -1
     m = 0
@@ -260,6 +295,7 @@ def _dedup_kernel(tokens, parents, scores, out_tok, out_par, out_dep, out_sc, ne
             out_par[0] = -1
             out_dep[0] = 0
             out_sc[0] = 1.0
+            out_org[0] = origins[0]
             m = 1
             continue
         p = parents[i]
@@ -274,6 +310,7 @@ def _dedup_kernel(tokens, parents, scores, out_tok, out_par, out_dep, out_sc, ne
         s = min(scores[i], out_sc[np_])
         if found >= 0:
             new[i] = found
+            out_org[found] |= origins[i]
             if s > out_sc[found]:
                 out_sc[found] = s
             continue
@@ -282,24 +319,26 @@ def _dedup_kernel(tokens, parents, scores, out_tok, out_par, out_dep, out_sc, ne
         out_par[m] = np_
         out_dep[m] = out_dep[np_] + 1
         out_sc[m] = s
+        out_org[m] = origins[i]
         m += 1
     return m
 
 
-def _dedup(tokens: np.ndarray, parents: np.ndarray, scores: np.ndarray):
+def _dedup(tokens: np.ndarray, parents: np.ndarray, scores: np.ndarray, origins: np.ndarray):
     n = tokens.shape[0]
     out_tok = np.empty(n, np.int64)
     out_par = np.empty(n, np.int32)
     out_dep = np.empty(n, np.int32)
     out_sc = np.empty(n, np.float32)
+    out_org = np.empty(n, np.uint32)
     new = np.empty(n, np.int64)
     m = _dedup_kernel(
-        tokens.astype(np.int64), parents.astype(np.int64), scores.astype(np.float32), out_tok, out_par, out_dep, out_sc,
-        new,
+        tokens.astype(np.int64), parents.astype(np.int64), scores.astype(np.float32), origins.astype(np.uint32),
+        out_tok, out_par, out_dep, out_sc, out_org, new,
     )
     # A folded duplicate may have raised a node's score above a descendant's: re-clamp downwards.
     for i in range(1, m):
         p = out_par[i]
         if out_sc[i] > out_sc[p]:
             out_sc[i] = out_sc[p]
-    return out_tok[:m].copy(), out_par[:m].copy(), out_dep[:m].copy(), out_sc[:m].copy(), new
+    return out_tok[:m].copy(), out_par[:m].copy(), out_dep[:m].copy(), out_sc[:m].copy(), out_org[:m].copy(), new

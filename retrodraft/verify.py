@@ -30,6 +30,7 @@ chain, and the residual sample may still land on any child and descend.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ from transformers import LogitsProcessorList
 
 from .tree import DraftTree
 
-__all__ = ["Verdict", "tree_inputs", "tree_forward", "accept"]
+__all__ = ["Verdict", "fuse", "tree_inputs", "tree_forward", "accept", "top_candidates"]
 
 
 @dataclass
@@ -55,6 +56,24 @@ class Verdict:
     tokens: list[int]
     scores: list[torch.Tensor] = field(default_factory=list)
     raw_logits: list[torch.Tensor] = field(default_factory=list)
+
+
+def fuse(trees: Sequence[DraftTree]) -> DraftTree:
+    """One tree from several drafters' trees (same root), by longest-prefix matching.
+
+    Node origins record which tree proposed them (bit ``i`` = ``trees[i]``, for the first 32). Sampled drafts
+    (``proposals``) survive only in a tree that was not fused with another: fusion folds other
+    drafters' guesses into sampled children and re-ranks them by score, which would bias the
+    rejection chain, so in a fused tree they are verified by the sample-and-descend rule, which
+    is exact for any tree.
+    """
+    fused = trees[0].tagged(1)
+    if len(trees) == 1:
+        return fused
+    for i, t in enumerate(trees[1:], start=1):
+        fused = fused.merge(t.tagged(1 << i if i < 32 else 0))
+    fused.proposals = {}
+    return fused
 
 
 def tree_inputs(model: torch.nn.Module, tree: DraftTree, past_len: int) -> dict[str, torch.Tensor]:
@@ -156,6 +175,31 @@ def accept(
         accepted.append(child)
         node = child
     return Verdict(np.asarray(accepted, dtype=np.int64), tokens, scores, raw)
+
+
+def top_candidates(logits: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k`` most likely next tokens and their probabilities (softmax over the row).
+
+    Args:
+        logits: ``(n, vocab)`` raw logits.
+        k: candidates per row (0: none, without touching the logits).
+
+    Returns:
+        ``(tokens (n, k) int32, probs (n, k) float32)``, most likely first; ``-1`` / ``0``
+        padding when ``k`` exceeds the vocabulary.
+    """
+    n, vocab = logits.shape
+    tok = np.full((n, k), -1, np.int32)
+    prob = np.zeros((n, k), np.float32)
+    kk = min(k, vocab)
+    if kk == 0:
+        return tok, prob
+    with torch.no_grad():
+        top_val, top_idx = torch.topk(logits, kk, dim=-1)
+        top_p = torch.exp(top_val.float() - torch.logsumexp(logits.float(), dim=-1, keepdim=True))
+    tok[:, :kk] = top_idx.cpu().numpy()
+    prob[:, :kk] = top_p.cpu().numpy()
+    return tok, prob
 
 
 def _rejection_sample(p: torch.Tensor, proposal: tuple[np.ndarray, np.ndarray, np.ndarray], kids: dict[int, int]) -> int:

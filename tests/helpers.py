@@ -82,3 +82,22 @@ class OracleDrafter(Drafter):
         decoy = [int(x) for x in self.rng.integers(0, self.vocab, size=max(1, budget - len(truth)))]
         tree = DraftTree.from_paths(int(context[-1]), [decoy, truth])
         return tree.prune(budget)
+
+
+def outcome(context, tree, accepted, logits=None, committed=None, k: int = 8):
+    """The :class:`~retrodraft.drafters.base.Outcome` the loop would build for one step.
+
+    ``logits`` ``(len(tree), vocab)`` give the model's top-``k`` at every node (none when
+    omitted); ``committed`` defaults to the accepted drafts after the root.
+    """
+    from retrodraft.drafters.base import Outcome
+    from retrodraft.verify import top_candidates
+
+    accepted = np.asarray(accepted, dtype=np.int64)
+    if logits is None:
+        top = (np.full((len(tree), 0), -1, np.int32), np.zeros((len(tree), 0), np.float32))
+    else:
+        top = top_candidates(logits, k)
+    if committed is None:
+        committed = tree.tokens[accepted[1:]]
+    return Outcome(np.asarray(context, dtype=np.int64), tree, accepted, np.asarray(committed, dtype=np.int64), *top)

@@ -28,7 +28,8 @@ def test_help_for_every_command(argv, capsys):
 
 def test_no_command_is_a_usage_error(capsys):
     assert cli.main([]) == 2
-    assert "usage:" in capsys.readouterr().err
+    assert capsys.readouterr().err == ("retrodraft: error: the following arguments are required: COMMAND "
+                                       "(see: retrodraft --help)\n")
 
 
 def test_models_list(empty_cache, capsys):

@@ -43,7 +43,7 @@ def test_greedy_output_is_identical(arch, kind, budget):
         out = model.generate(ids, max_new_tokens=48, do_sample=False, assistant=assistant)
         assert torch.equal(out, ref), (arch, kind, budget, seed)
         assert assistant.stats.steps > 0
-        assert sum(assistant.stats.accepted) + 1 == out.shape[1] - ids.shape[1]
+        assert sum(assistant.stats.committed) + 1 == out.shape[1] - ids.shape[1]
 
 
 def test_oracle_drafts_are_accepted_in_long_blocks():
@@ -237,3 +237,27 @@ def test_assisted_generation_arguments_are_refused():
     model = tiny_model("llama")
     with pytest.raises(retrodraft.UnsupportedModelError, match="prompt_lookup_num_tokens"):
         model.generate(_prompt(), max_new_tokens=4, prompt_lookup_num_tokens=3, assistant=RetroDraft())
+
+
+def test_the_cache_is_compacted_once_per_step(monkeypatch):
+    import retrodraft.generate as gen
+
+    calls = []
+    real = gen.compact
+    monkeypatch.setattr(gen, "compact", lambda *a: calls.append(a) or real(*a))
+    model = tiny_model("llama")
+    ids = _prompt(3)
+    full = model.generate(ids, max_new_tokens=40, do_sample=False)[0, 12:].tolist()
+    eos = next(t for i, t in enumerate(full) if i >= 9 and t not in full[:i])  # stops inside a block
+    a = RetroDraft(drafters=[OracleDrafter(full, 12, VOCAB)], budget=20)
+    out = model.generate(ids, max_new_tokens=40, do_sample=False, eos_token_id=eos, assistant=a, return_dict_in_generate=True)
+    assert len(calls) == a.stats.steps
+    assert out.cache.get_seq_length() == out.sequences.shape[1] - 1  # everything but the last token
+
+
+def test_call_errors_have_their_own_type():
+    model = tiny_model("llama")
+    with pytest.raises(retrodraft.UnsupportedCallError, match="num_beams"):
+        model.generate(_prompt(), max_new_tokens=4, num_beams=2, assistant=RetroDraft())
+    with pytest.raises(retrodraft.UnsupportedCallError, match="tokenizer"):
+        model.generate(_prompt(), max_new_tokens=4, stop_strings=["x"], assistant=RetroDraft())

@@ -66,7 +66,7 @@ def test_smollm2_greedy_is_identical(smollm, references, drafters):
     for ids, ref in references:
         out = model.generate(ids, max_new_tokens=64, do_sample=False, assistant=assistant)
         assert torch.equal(out, ref), f"differs on prompt {ids.tolist()}"
-        accepted += assistant.stats.accepted
+        accepted += assistant.stats.committed
     assert sum(accepted) / len(accepted) > 1.0  # the drafts do get accepted
 
 

@@ -8,7 +8,8 @@ from helpers import tiny_model
 from retrodraft import RetroDraft
 from retrodraft.bench.data import Prompt
 from retrodraft.errors import ConfigError
-from retrodraft.shape import TreeShape, calibrate, calibration_template
+from retrodraft.calibrate import calibrate, calibration_template
+from retrodraft.shape import TreeShape
 
 
 def test_calibration_template_is_connected_and_reaches_the_depth():
@@ -65,10 +66,18 @@ def test_calibrate_on_a_tiny_model_and_draft_with_the_shape():
     assert shapes["big"].meta["steps"] > 0 and shapes["big"].rates[0] > 0
     ids = torch.tensor([[11, 12, 13, 14, 11, 12, 13, 14, 11, 12]])
     ref = model.generate(ids, max_new_tokens=30, do_sample=False)
-    a = RetroDraft(drafters=["stand", "recycling"], tree=shapes["big"], budget=12)
+    a = RetroDraft(drafters=["stand", "recycling"], shape=shapes["big"], budget=12)
     assert torch.equal(model.generate(ids, max_new_tokens=30, do_sample=False, assistant=a), ref)
 
 
 def test_a_shape_needs_a_template_drafter():
     with pytest.raises(ConfigError, match="template"):
-        RetroDraft(drafters=["lookup"], tree=TreeShape([(0,)]))
+        RetroDraft(drafters=["lookup"], shape=TreeShape([(0,)]))
+
+
+def test_calibration_moved_out_of_shape_with_a_warning():
+    import retrodraft.calibrate
+    import retrodraft.shape
+
+    with pytest.warns(DeprecationWarning, match="retrodraft.calibrate"):
+        assert retrodraft.shape.calibrate is retrodraft.calibrate.calibrate

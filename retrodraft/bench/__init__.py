@@ -3,6 +3,14 @@
     retrodraft bench --model qwen2.5-coder-1.5b --dtype bfloat16 --suite spec-bench,humaneval \
         --per-category 10 --methods greedy,pld,retrodraft:default --out benchmarks/results/NAME
 
+    retrodraft bench --model qwen2.5-coder-1.5b --dtype bfloat16 --suite refactor,json,agent \
+        --max-new-tokens 512 --methods greedy,pld,suffix,retrodraft:default --out benchmarks/results/NAME
+
+``refactor``, ``json`` and ``agent`` are sequence suites: one persistent assistant per method
+answers their requests in order, and the report plots speedup and MAT against the request index.
+``suffix`` is SuffixDecoding's own implementation as a drafter under retrodraft's verifier
+(:mod:`.peers`); without arctic-inference installed it is skipped with the install command.
+
 The library itself never imports this package; the CLI does.
 """
 
@@ -15,6 +23,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from .data import load_suite
 from .methods import make_method
+from .peers import MethodUnavailable
 from .report import write_report
 from .runner import RunConfig, run
 
@@ -39,8 +48,13 @@ def bench(
     progress: bool = True,
     plots: bool = True,
     command: str | None = None,
+    requests: int | None = None,
 ) -> Path:
     """Run the suite and write ``results.json``, ``report.md`` and plots into ``out``.
+
+    ``requests`` caps the requests of each sequence suite (default: all). A method whose
+    third-party package is missing (``suffix`` without arctic-inference) is skipped with a
+    message on stderr and a note in the report.
 
     Returns:
         The path of ``report.md``.
@@ -58,17 +72,29 @@ def bench(
         raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if per_category < 1:
         raise ConfigError(f"per_category must be >= 1, got {per_category}")
-    prompts = load_suite(suites or ["spec-bench", "humaneval"], per_category, humaneval_n)
+    if requests is not None and requests < 1:
+        raise ConfigError(f"requests must be >= 1, got {requests}")
+    prompts = load_suite(suites or ["spec-bench", "humaneval"], per_category, humaneval_n, requests)
     if threads:
         torch.set_num_threads(threads)
     model_obj, tok = models.load(model, dtype=dtype)
     draft = None
     if "assisted" in methods:
         draft = models.load(draft_model, dtype=dtype)[0] if draft_model else None
-    method_objs = [make_method(m, draft, index) for m in methods]
+    method_objs, skipped = [], {}
+    for m in methods:
+        try:
+            method_objs.append(make_method(m, draft, index))
+        except MethodUnavailable as e:
+            skipped[m] = str(e)
+            print(f"retrodraft bench: skipping method {m!r}: {e}", file=sys.stderr)
+    methods = [m.name for m in method_objs]
+    extra: dict = {"index": index} if index else {}
+    if skipped:
+        extra["skipped"] = skipped
     config = RunConfig(model=model, dtype=dtype, methods=methods, max_new_tokens=max_new_tokens,
                        threads=torch.get_num_threads(), cold=cold, temperature=temperature, draft_model=draft_model,
-                       extra={"index": index} if index else {},
+                       extra=extra,
                        command=command or "retrodraft " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     out = Path(out)
     results = run(config, prompts, model_obj, tok, method_objs, out, progress=progress)

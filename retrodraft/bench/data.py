@@ -1,7 +1,12 @@
-"""Benchmark prompts: Spec-Bench (six categories) and HumanEval, as chat or completion prompts.
+"""Benchmark prompts: Spec-Bench (six categories), HumanEval, SQuAD RAG, and the sequence suites
+``refactor``, ``json`` and ``agent``, as chat or completion prompts.
 
 The data ships in the repository under ``benchmarks/data/`` (see its README for sources and
-licenses). Every prompt becomes a :class:`Prompt` holding the token ids the model will see.
+licenses). Every prompt becomes a :class:`Prompt` holding the text the model will see.
+
+A *sequence* suite is a list of requests served in order by one assistant whose state persists
+from request to request (``Prompt.sequence`` names the sequence, ``Prompt.index`` is the request's
+position): what a deployed assistant sees when it answers the same kind of request again and again.
 """
 
 from __future__ import annotations
@@ -14,11 +19,14 @@ from pathlib import Path
 
 from ..errors import RetroDraftError
 
-__all__ = ["Prompt", "SPEC_BENCH_CATEGORIES", "data_dir", "spec_bench", "humaneval", "squad_rag", "load_suite"]
+__all__ = ["Prompt", "SPEC_BENCH_CATEGORIES", "SEQUENCE_SUITES", "data_dir", "spec_bench", "humaneval", "squad_rag",
+           "refactor", "json_extraction", "agent", "load_suite"]
 
 #: Spec-Bench's six task groups; MT-bench's eight categories form "multi-turn".
 SPEC_BENCH_CATEGORIES = ("multi-turn", "translation", "summarization", "qa", "math_reasoning", "rag")
 _MT_BENCH = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
+#: Suites whose requests run in order on one persistent assistant (state reset when one starts).
+SEQUENCE_SUITES = ("refactor", "json", "agent")
 
 
 class DataError(RetroDraftError, FileNotFoundError):
@@ -35,6 +43,11 @@ class Prompt:
         turns: user messages; more than one for multi-turn chat (each asked after the model's
             own previous answer). For completion prompts, the one raw text.
         chat: apply the tokenizer's chat template (False: raw completion of ``turns[0]``).
+        messages: a scripted conversation (``{"role", "content"}`` dicts: system, user and
+            assistant turns, ending with a user turn) sent as is in one request; ``turns`` is
+            then ``[last user message]``, for display.
+        sequence: the sequence this request belongs to (None: an independent prompt).
+        index: the request's position in its sequence, from 0.
     """
 
     id: str
@@ -42,6 +55,9 @@ class Prompt:
     turns: list[str]
     chat: bool = True
     meta: dict = field(default_factory=dict)
+    messages: list[dict] | None = None
+    sequence: str | None = None
+    index: int = 0
 
 
 def data_dir() -> Path:
@@ -128,9 +144,56 @@ def squad_rag(n: int) -> list[Prompt]:
     return out
 
 
-def load_suite(suites: list[str], per_category: int, humaneval_n: int | None = None) -> list[Prompt]:
+def _jsonl(path: Path, make: str) -> list[dict]:
+    if not path.is_file():
+        raise DataError(f"{path} is missing; it ships with the repository (make it with {make}).")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def refactor(n: int | None = None) -> list[Prompt]:
+    """Real standard-library functions of 25-60 lines, each to be returned whole with one stated
+    change (rename, added parameter, type hints, logging line); one sequence, in file order."""
+    rows = _jsonl(data_dir() / "refactor" / "items.jsonl", "benchmarks/data/refactor/make_refactor.py")[:n]
+    return [Prompt(id=f"refactor/{r['id']}", category="refactor", turns=[r["prompt"]], sequence="refactor", index=i,
+                   meta={"kind": r["kind"], "expected": r["expected"]}) for i, r in enumerate(rows)]
+
+
+def json_extraction(n: int | None = None) -> list[Prompt]:
+    """Short texts sent one after another with the same system prompt and extraction schema."""
+    folder = data_dir() / "json"
+    rows = _jsonl(folder / "requests.jsonl", "benchmarks/data/json/make_json.py")[:n]
+    schema_path = folder / "schema.json"
+    if not schema_path.is_file():
+        raise DataError(f"{schema_path} is missing; make it with benchmarks/data/json/make_json.py.")
+    schema = json.loads(schema_path.read_text())
+    out = []
+    for i, r in enumerate(rows):
+        user = schema["user"].format(text=r["text"])
+        out.append(Prompt(id=f"json/{r['id']}", category="json", turns=[user], sequence="json", index=i,
+                          messages=[{"role": "system", "content": schema["system"]}, {"role": "user", "content": user}]))
+    return out
+
+
+def agent(n: int | None = None) -> list[Prompt]:
+    """Tool-use episodes replayed turn by turn: each agent turn is a request whose prompt is the
+    scripted conversation before it (system prompt, task, earlier actions and tool observations).
+    The episodes run one after another in one sequence."""
+    episodes = _jsonl(data_dir() / "agent" / "episodes.jsonl", "benchmarks/data/agent/make_agent.py")
+    out: list[Prompt] = []
+    for ep in episodes:
+        msgs = ep["messages"]
+        for t, k in enumerate(i for i, m in enumerate(msgs) if m["role"] == "assistant"):
+            out.append(Prompt(id=f"agent/{ep['id']}/{t}", category="agent", turns=[msgs[k - 1]["content"]],
+                              messages=msgs[:k], sequence="agent", index=len(out),
+                              meta={"episode": ep["id"], "turn": t, "reference": msgs[k]["content"]}))
+    return out[:n]
+
+
+def load_suite(suites: list[str], per_category: int, humaneval_n: int | None = None,
+               requests: int | None = None) -> list[Prompt]:
     """Prompts for ``--suite`` names: ``spec-bench``, ``humaneval``, ``humaneval-chat``,
-    ``squad-rag``, or one Spec-Bench category (e.g. ``rag``)."""
+    ``squad-rag``, one Spec-Bench category (e.g. ``rag``), or a sequence suite (``refactor``,
+    ``json``, ``agent``: all their requests, or the first ``requests``)."""
     out: list[Prompt] = []
     n_he = humaneval_n if humaneval_n is not None else per_category
     for s in suites:
@@ -144,8 +207,15 @@ def load_suite(suites: list[str], per_category: int, humaneval_n: int | None = N
             out += squad_rag(per_category)
         elif s in SPEC_BENCH_CATEGORIES:
             out += spec_bench(per_category, (s,))
+        elif s == "refactor":
+            out += refactor(requests)
+        elif s == "json":
+            out += json_extraction(requests)
+        elif s == "agent":
+            out += agent(requests)
         else:
             raise DataError(
-                f"unknown suite {s!r}; use spec-bench, humaneval, humaneval-chat, squad-rag or one of {', '.join(SPEC_BENCH_CATEGORIES)}"
+                f"unknown suite {s!r}; use spec-bench, humaneval, humaneval-chat, squad-rag, refactor, json, agent "
+                f"or one of {', '.join(SPEC_BENCH_CATEGORIES)}"
             )
     return out

@@ -11,6 +11,11 @@ Names (``--methods``):
   options in brackets, ``;``-separated (``retrodraft:recycling+retrieval[miss=1]``). A spec with
   ``retrieval`` drafts from the corpus index given by ``--index`` (without one, from the prompt
   only).
+- ``suffix``: SuffixDecoding's own implementation (arctic-inference's ``SuffixDecodingCache``) at
+  its published defaults, as a drafter under retrodraft's verifier (see :mod:`.peers`); options
+  ``suffix[tree=1;depth=64;factor=1.0;offset=0;min_prob=0.1;requests=100000]``, node budget
+  ``@N`` (default 16, the plugin's draft length) or ``@auto`` (retrodraft's cost-model sizing).
+  Skipped, with the install command, when arctic-inference is not installed.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ class Method:
         s = self.assistant.stats
         return {
             "steps": s.steps,
-            "accepted": list(s.accepted),
+            "accepted": list(s.committed),  # tokens committed per step (the report's MAT)
             "tree_sizes": list(s.tree_sizes),
             "draft_s": s.draft_s,
             "verify_s": s.verify_s,
@@ -66,10 +71,8 @@ class Method:
             self.assistant.reset()
 
 
-def _drafter(part: str, index, method: str):
-    """``name`` or ``name[key=value;...]`` (numeric values) -> a drafter instance."""
-    from ..drafters import make_drafter
-
+def _options(part: str, method: str) -> tuple[str, dict[str, Any]]:
+    """``name`` or ``name[key=value;...]`` (numeric values) -> ``(name, options)``."""
     dname, _, opts = part.partition("[")
     kwargs: dict[str, Any] = {}
     if opts:
@@ -83,12 +86,48 @@ def _drafter(part: str, index, method: str):
                 kwargs[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else float(value)
             except ValueError:
                 raise ConfigError(f"bad drafter option {item!r} in method {method!r}: values must be numbers") from None
+    return dname, kwargs
+
+
+def _drafter(part: str, index, method: str):
+    """``name`` or ``name[key=value;...]`` (numeric values) -> a drafter instance."""
+    from ..drafters import make_drafter
+
+    dname, kwargs = _options(part, method)
     if dname == "retrieval" and index is not None:
         kwargs["index"] = index
     try:
         return make_drafter(dname, **kwargs)
     except TypeError as e:
         raise ConfigError(f"bad drafter option in method {method!r}: {e}") from None
+
+
+#: ``suffix[...]`` option names -> :class:`~.peers.SuffixParams` fields.
+_SUFFIX_OPTIONS = {"depth": "max_tree_depth", "requests": "max_cached_requests", "factor": "max_spec_factor",
+                   "offset": "max_spec_offset", "min_prob": "min_token_prob", "tree": "use_tree_spec"}
+
+
+def _suffix(name: str) -> Method:
+    """``suffix[opts]@N``: arctic-inference's SuffixDecoding as the only drafter, N nodes per step."""
+    from .peers import SuffixDecodingPeer, SuffixParams
+
+    spec, _, budget = name.partition("@")
+    _, opts = _options(spec, name)
+    unknown = set(opts) - set(_SUFFIX_OPTIONS)
+    if unknown:
+        raise ConfigError(f"bad drafter option {sorted(unknown)[0]!r} in method {name!r}; known: "
+                          f"{', '.join(_SUFFIX_OPTIONS)}")
+    fields = {_SUFFIX_OPTIONS[k]: (bool(v) if k == "tree" else v) for k, v in opts.items()}
+    params = SuffixParams(**fields)
+    if budget == "auto":
+        return Method(name, assistant=RetroDraft(drafters=[SuffixDecodingPeer(params)],
+                                                 budget=params.num_speculative_tokens, sizing="auto"))
+    try:
+        b = int(budget) if budget else params.num_speculative_tokens
+    except ValueError:
+        raise ConfigError(f"bad budget in method {name!r}: {budget!r} is not an integer or 'auto'") from None
+    params = SuffixParams(**{**fields, "num_speculative_tokens": b})
+    return Method(name, assistant=RetroDraft(drafters=[SuffixDecodingPeer(params)], budget=b, sizing="fixed"))
 
 
 def make_method(name: str, draft_model=None, index=None) -> Method:
@@ -106,11 +145,12 @@ def make_method(name: str, draft_model=None, index=None) -> Method:
         spec = name.partition(":")[2] or "default"
         spec, _, budget = spec.partition("@")
         try:
-            b: int | str = int(budget) if budget else "auto"
+            b = int(budget) if budget else None
         except ValueError:
             raise ConfigError(f"bad budget in method {name!r}: {budget!r} is not an integer") from None
-        if spec == "default":
-            return Method(name, assistant=RetroDraft(budget=b))
-        drafters = [_drafter(part, index, name) for part in spec.split("+")]
+        drafters = None if spec == "default" else [_drafter(part, index, name) for part in spec.split("+")]
         return Method(name, assistant=RetroDraft(drafters=drafters, budget=b))
-    raise ConfigError(f"unknown method {name!r}; use greedy, pld, assisted or retrodraft[:DRAFTERS[@BUDGET]].")
+    if name == "suffix" or name.startswith(("suffix@", "suffix[")):
+        return _suffix(name)
+    raise ConfigError(f"unknown method {name!r}; use greedy, pld, assisted, suffix[@BUDGET] or "
+                      f"retrodraft[:DRAFTERS[@BUDGET]].")

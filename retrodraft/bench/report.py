@@ -3,7 +3,9 @@
 - speedup = (method tokens/s) / (greedy tokens/s) over the same prompts;
 - MAT = mean tokens committed per verification step, the bonus token counted (retrodraft);
 - exact = share of prompts whose output is token-for-token greedy's;
-- time split = drafting / verification / bookkeeping share of retrodraft's wall time.
+- time split = drafting / verification / bookkeeping share of retrodraft's wall time;
+- learning curve (sequence suites) = speedup and MAT of each request against its index in the
+  sequence, each method over greedy on the same request.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-__all__ = ["summarize", "markdown_table", "pivot_table", "write_report"]
+__all__ = ["summarize", "markdown_table", "pivot_table", "learning_curve", "learning_table", "write_report"]
 
 ALL = "all"
+#: The learning-curve tables also sum the requests from this index on (0-based: "from the tenth
+#: request on"), where a memory of earlier requests has had time to fill.
+LEARNED_FROM = 9
 
 
 def summarize(results: dict) -> list[dict]:
@@ -119,6 +124,80 @@ def pivot_table(rows: list[dict]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def learning_curve(results: dict) -> list[dict]:
+    """One row per (sequence, index, method) of the sequence suites, in run order.
+
+    Each row: ``sequence``, ``index``, ``prompt_id``, ``method``, ``tokens``, ``wall_s``,
+    ``tok_per_s``, ``speedup`` (over greedy on the same request), ``mat`` (None without
+    drafting statistics), ``exact`` (same tokens as greedy).
+    """
+    recs = [r for r in results["records"] if r.get("sequence") is not None]
+    greedy = {(r["sequence"], r["index"]): r for r in recs if r["method"] == "greedy"}
+    rows = []
+    for r in recs:
+        tokens = sum(t["new_tokens"] for t in r["turns"])
+        wall = sum(t["wall_s"] for t in r["turns"])
+        stats = [t["stats"] for t in r["turns"] if t.get("stats")]
+        steps = sum(s["steps"] for s in stats)
+        g = greedy.get((r["sequence"], r["index"]))
+        g_tps = sum(t["new_tokens"] for t in g["turns"]) / sum(t["wall_s"] for t in g["turns"]) if g else 0.0
+        tps = tokens / wall if wall else 0.0
+        rows.append({
+            "sequence": r["sequence"], "index": r["index"], "prompt_id": r["prompt_id"], "method": r["method"],
+            "tokens": tokens, "wall_s": wall, "tok_per_s": tps, "speedup": tps / g_tps if g_tps else None,
+            "mat": sum(sum(s["accepted"]) for s in stats) / steps if steps else None,
+            "exact": g is not None and [t["tokens"] for t in g["turns"]] == [t["tokens"] for t in r["turns"]],
+        })
+    return rows
+
+
+def _ratio(rows: list[dict], method: str, lo: int) -> tuple[float | None, float | None]:
+    """Speedup (ratio of summed tokens/s) and MAT of ``method`` over requests with index >= ``lo``."""
+    own = [r for r in rows if r["method"] == method and r["index"] >= lo]
+    base = [r for r in rows if r["method"] == "greedy" and r["index"] >= lo]
+    if not own or not base:
+        return None, None
+    tps = sum(r["tokens"] for r in own) / max(1e-12, sum(r["wall_s"] for r in own))
+    g_tps = sum(r["tokens"] for r in base) / max(1e-12, sum(r["wall_s"] for r in base))
+    mats = [r for r in own if r["mat"] is not None]
+    mat = sum(r["mat"] * r["tokens"] for r in mats) / max(1, sum(r["tokens"] for r in mats)) if mats else None
+    return tps / g_tps if g_tps else None, mat
+
+
+def learning_table(curve: list[dict]) -> str:
+    """Per sequence: every request's ``speedup (MAT)`` per method, then the whole sequence and the
+    requests from :data:`LEARNED_FROM` on (token-weighted MAT)."""
+    out = []
+    for seq in dict.fromkeys(r["sequence"] for r in curve):
+        rows = [r for r in curve if r["sequence"] == seq]
+        methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != "greedy"]
+        by = {(r["index"], r["method"]): r for r in rows}
+        out.append(f"\n**{seq}** (speedup over greedy on the same request, MAT in brackets)\n")
+        out.append("| # | request | greedy tok/s | " + " | ".join(m.removeprefix("retrodraft:") for m in methods) + " |")
+        out.append("|---:|---|---:|" + "---:|" * len(methods))
+        for i in sorted({r["index"] for r in rows}):
+            g = by.get((i, "greedy"))
+            cells = []
+            for m in methods:
+                r = by.get((i, m))
+                cell = "-" if r is None else f"{_fmt(r['speedup'], '.2f')}x"
+                if r is not None and r["mat"] is not None:
+                    cell += f" ({r['mat']:.2f})"
+                cells.append(cell)
+            pid = next(r["prompt_id"] for r in rows if r["index"] == i)
+            out.append(f"| {i + 1} | {pid} | {_fmt(g and g['tok_per_s'], '.2f')} | " + " | ".join(cells) + " |")
+        n = max(r["index"] for r in rows) + 1
+        for label, lo in (("all", 0), (f"{LEARNED_FROM + 1}-{n}", LEARNED_FROM)):
+            if lo >= n:
+                continue
+            cells = []
+            for m in methods:
+                sp, mat = _ratio(rows, m, lo)
+                cells.append(f"**{_fmt(sp, '.2f')}x**" + (f" ({mat:.2f})" if mat is not None else ""))
+            out.append(f"| {label} | | | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
 def write_report(results: dict, out_dir: Path, plots: bool = True) -> Path:
     """Write ``report.md`` (and PNG plots) next to ``results.json``; return the report path."""
     rows = summarize(results)
@@ -137,7 +216,20 @@ def write_report(results: dict, out_dir: Path, plots: bool = True) -> Path:
               "prefill, drafting (propose + observe), the tree pass, and acceptance/cache/stopping bookkeeping.\n")
     if flagged:
         md.append(f"**Output differs from greedy** for: {', '.join(flagged)} (see the exact column).\n")
+    skipped = results["config"].get("extra", {}).get("skipped", {})
+    for name, why in skipped.items():
+        md.append(f"**Skipped** `{name}`: {why}\n")
+    if any(r["method"] == "suffix" or r["method"].startswith(("suffix@", "suffix[")) for r in rows):
+        md.append("`suffix` is SuffixDecoding's own implementation (arctic-inference's SuffixDecodingCache) at its "
+                  "published defaults, drafting for retrodraft's exact tree verifier: every method here is verified "
+                  "the same way, so the figures compare drafters, not serving stacks.\n")
     md.append(markdown_table(rows))
+    curve = learning_curve(results)
+    if curve:
+        md.append("\n## Learning curves\n")
+        md.append("Sequence suites: each method's state is reset when a sequence starts, then kept from request to "
+                  "request.\n")
+        md.append(learning_table(curve))
     if plots:
         for name in _plots(results, rows, out_dir):
             md.append(f"\n![{name}]({name})\n")
@@ -232,7 +324,45 @@ def _plots(results: dict, rows: list[dict], out_dir: Path) -> list[str]:
         fig.savefig(out_dir / "sweep.png", dpi=110)
         plt.close(fig)
         made.append("sweep.png")
+
+    curve = learning_curve(results)
+    if curve and (name := _learning_plot(results, curve, out_dir)):
+        made.append(name)
     return made
+
+
+def _learning_plot(results: dict, curve: list[dict], out_dir: Path) -> str | None:
+    """``learning_curve.png``: speedup (top) and MAT (bottom) against the request index, one
+    column per sequence, one line per method."""
+    import matplotlib.pyplot as plt
+
+    seqs = list(dict.fromkeys(r["sequence"] for r in curve))
+    methods = [m for m in dict.fromkeys(r["method"] for r in curve) if m != "greedy"]
+    if not seqs or not methods:
+        return None
+    fig, axes = plt.subplots(2, len(seqs), figsize=(4.5 * len(seqs) + 2, 6.5), squeeze=False, sharex="col")
+    for j, seq in enumerate(seqs):
+        top, bottom = axes[0][j], axes[1][j]
+        for k, m in enumerate(methods):
+            rows = sorted((r for r in curve if r["sequence"] == seq and r["method"] == m), key=lambda r: r["index"])
+            x = [r["index"] + 1 for r in rows]
+            top.plot(x, [r["speedup"] or 0 for r in rows], "o-", ms=3, color=f"C{k}", label=m)
+            mats = [(r["index"] + 1, r["mat"]) for r in rows if r["mat"] is not None]
+            if mats:
+                bottom.plot(*zip(*mats), "o-", ms=3, color=f"C{k}", label=m)
+        top.axhline(1.0, color="black", lw=0.8, ls="--")
+        top.set_title(seq)
+        bottom.set_xlabel("request index in the sequence")
+        if j == 0:
+            top.set_ylabel("speedup over greedy (x)")
+            bottom.set_ylabel("MAT (tokens per step)")
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    env = results["environment"]
+    fig.suptitle(f"Learning curves: {env['model']} {env['dtype']}")
+    fig.tight_layout()
+    fig.savefig(out_dir / "learning_curve.png", dpi=110)
+    plt.close(fig)
+    return "learning_curve.png"
 
 
 def load(path: Path) -> dict:

@@ -3,14 +3,19 @@
 Protocol: one warm-up call per method (excluded); then for each prompt, each method in turn
 (the order rotated prompt by prompt, so drift and cache effects hit all methods alike). Drafter
 state persists across prompts as in the papers unless ``cold`` resets it before each prompt.
+Every method owns its state (its own assistant and drafters, peers included), so interleaving
+never lets one method learn from another's outputs.
+
+Sequence suites (``Prompt.sequence``): every method's state is reset when a sequence starts, then
+kept from request to request, so each request's record (``sequence``, ``index``) traces how a
+method learns along the sequence - the learning curve of the report.
+
 Results are written after every prompt, so an interrupted run keeps what it measured.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -21,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from ..cost import cpu_name
+from ..paths import write_json_atomic
 from .data import Prompt
 from .methods import Method
 
@@ -47,6 +54,10 @@ class RunConfig:
 def _encode(tok, prompt: Prompt, history: list[tuple[str, str]], turn: str) -> torch.Tensor:
     if not prompt.chat:
         return tok(turn, return_tensors="pt").input_ids
+    if prompt.messages is not None:
+        enc = tok.apply_chat_template(prompt.messages, add_generation_prompt=True, return_tensors="pt",
+                                      return_dict=True)
+        return enc["input_ids"]
     msgs = []
     for q, a in history:
         msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
@@ -117,19 +128,15 @@ def run_prompt(model, tok, prompt: Prompt, method: Method, gen_kwargs: dict) -> 
         turns.append({"prompt_tokens": int(ids.shape[1]), "new_tokens": len(new), "wall_s": wall,
                       "peak_mem_mb": mem.peak_mb, "tokens": new, "stats": method.step_stats()})
         history.append((turn, tok.decode(new, skip_special_tokens=True)))
-    return {"prompt_id": prompt.id, "category": prompt.category, "method": method.name, "turns": turns}
+    record = {"prompt_id": prompt.id, "category": prompt.category, "method": method.name, "turns": turns}
+    if prompt.sequence is not None:
+        record.update(sequence=prompt.sequence, index=prompt.index)
+    return record
 
 
 def environment(config: RunConfig, model) -> dict:
     """Everything needed to know where a figure came from."""
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                 cwd=Path(__file__).parent).stdout.strip()
@@ -188,8 +195,9 @@ def run(config: RunConfig, prompts: list[Prompt], model, tok, methods: list[Meth
     bar = tqdm(total=len(prompts) * len(methods), disable=not progress, unit="run", desc="bench")
     for i, prompt in enumerate(prompts):
         order = methods[i % len(methods):] + methods[: i % len(methods)]
+        starts_sequence = prompt.sequence is not None and (i == 0 or prompts[i - 1].sequence != prompt.sequence)
         for m in order:
-            if config.cold:
+            if config.cold or starts_sequence:
                 m.reset()
             if config.temperature > 0:
                 torch.manual_seed(config.seed + i)
@@ -205,6 +213,4 @@ def run(config: RunConfig, prompts: list[Prompt], model, tok, methods: list[Meth
 
 
 def _write(results: dict, path: Path) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(path)
+    write_json_atomic(path, results)

@@ -2,8 +2,9 @@
 
 Names are stable public API: ``"recycling"`` (Token Recycling), ``"lookup"`` (prompt lookup
 that branches over several matches), ``"stand"`` (n-grams storing distributions) and ``"aded"``
-(an adaptive tri-gram table searched with PUCT) and ``"retrieval"`` (continuations from corpus
-indexes and a per-request datastore).
+(an adaptive tri-gram table searched with PUCT), ``"retrieval"`` (continuations from corpus
+indexes and a per-request datastore) and ``"history"`` (a memory of past requests, with copying
+that survives small edits).
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 import importlib
 
 from ..errors import ConfigError
-from .base import Drafter
+from .base import Drafter, NextTokenEstimator, Outcome, Request
 
-__all__ = ["Drafter", "DRAFTERS", "make_drafter"]
+__all__ = ["Drafter", "Request", "Outcome", "NextTokenEstimator", "DRAFTERS", "make_drafter"]
 
 #: name -> "module:Class", imported on first use.
 DRAFTERS: dict[str, str] = {
@@ -22,6 +23,7 @@ DRAFTERS: dict[str, str] = {
     "stand": "retrodraft.drafters.stand:Stand",
     "aded": "retrodraft.drafters.aded:Aded",
     "retrieval": "retrodraft.drafters.retrieval:Retrieval",
+    "history": "retrodraft.drafters.history:History",
 }
 
 

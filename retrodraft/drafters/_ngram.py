@@ -13,14 +13,18 @@ rare, and a wrong guess only costs a rejected draft, never a wrong output.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numba
 import numpy as np
 
 from ..errors import ConfigError
+from ._kernels import sort_desc
 
-__all__ = ["NgramTable", "context_hash"]
+__all__ = ["NgramTable", "NgramArrays", "context_hash", "find", "claim", "sort_row", "longest_row"]
 
 PROBE = 16  # slots searched per key before evicting
+PAD = -2  # history slots before the start of the text
 
 
 @numba.njit(cache=True, inline="always")
@@ -51,9 +55,20 @@ def find(keys, h):
     return -1
 
 
+class NgramArrays(NamedTuple):
+    """The arrays of an :class:`NgramTable`, as one argument for the kernels."""
+
+    keys: np.ndarray
+    tok: np.ndarray
+    w: np.ndarray
+    stamp: np.ndarray
+    count: np.ndarray
+
+
 @numba.njit(cache=True)
-def claim(keys, tok, w, stamp, count, h, now):
+def claim(tab, h, now):
     """Slot for key ``h``: its own, an empty one, or the stalest in the probe window (cleared)."""
+    keys, tok, w, stamp, count = tab.keys, tab.tok, tab.w, tab.stamp, tab.count
     mask = np.int64(keys.shape[0] - 1)
     s = np.int64(h & np.uint64(mask))
     victim = s
@@ -79,17 +94,25 @@ def claim(keys, tok, w, stamp, count, h, now):
 
 @numba.njit(cache=True)
 def sort_row(tok, w, s):
-    """Order row ``s`` by weight, descending (rows are short: insertion sort)."""
-    k = tok.shape[1]
-    for i in range(1, k):
-        t, x = tok[s, i], w[s, i]
-        j = i - 1
-        while j >= 0 and w[s, j] < x:
-            tok[s, j + 1] = tok[s, j]
-            w[s, j + 1] = w[s, j]
-            j -= 1
-        tok[s, j + 1] = t
-        w[s, j + 1] = x
+    """Order row ``s`` by weight, descending."""
+    sort_desc(tok[s], w[s], tok.shape[1])
+
+
+@numba.njit(cache=True)
+def longest_row(table, hist_row):
+    """Slot of the longest known context ending ``hist_row`` (order >= ``n_min``), or -1.
+
+    ``table = (keys, n_min)``; slots of ``hist_row`` holding :data:`PAD` are before the text.
+    """
+    keys, n_min = table
+    big_n = hist_row.shape[0]
+    for order in range(big_n, n_min - 1, -1):
+        if hist_row[big_n - order] == PAD:
+            continue
+        s = find(keys, context_hash(hist_row, big_n, order))
+        if s >= 0:
+            return s
+    return -1
 
 
 class NgramTable:
@@ -116,6 +139,7 @@ class NgramTable:
         self.stamp = np.zeros(slots, np.int64)
         self.count = np.zeros(slots, np.float32)
         self.now = 0
+        self.arrays = NgramArrays(self.keys, self.tok, self.w, self.stamp, self.count)
 
     @property
     def slots(self) -> int:

@@ -1,8 +1,8 @@
 """ADED (arXiv 2407.12021): an adaptive tri-gram table searched with PUCT.
 
 The table maps the last two tokens ``(t-2, t-1)`` to weighted successors (with a one-token
-fallback row for pairs never seen). It adapts while decoding: every new token of the text adds
-weight to its tri-gram, the model's own top candidates at accepted nodes add weight scaled by
+fallback row for pairs never seen). It adapts while decoding: every token of the prompt and of
+the committed text adds weight to its tri-gram, the model's own top candidates at accepted nodes add weight scaled by
 their probability, and each update first decays the row, so weights follow the current text
 and saturate at ``cap`` instead of growing without bound.
 
@@ -18,23 +18,27 @@ the draft.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numba
 import numpy as np
-import torch
 
 from ..errors import ConfigError
 from ..tree import DraftTree
-from ._ngram import NgramTable, claim, context_hash, find, sort_row
-from ._topk import top_probs
-from .base import Drafter
+from ._kernels import add_node, discount, grown, init_root, to_tree, tree_buffers
+from ._ngram import PAD, NgramTable, claim, context_hash, find, sort_row
+from ._state import load_table_state, table_state
+from .base import Drafter, Outcome, Request
 
 __all__ = ["Aded"]
 
 
 @numba.njit(cache=True)
-def _add(tok, w, s, t, amount, decay, cap):
-    """Decay row ``s`` then add ``amount`` to successor ``t`` (replacing the lightest if new)."""
+def _add(tab, s, t, amount, rule):
+    """Decay row ``s`` then add ``amount`` to successor ``t`` (replacing the lightest if new);
+    ``rule = (decay, cap)``: a weight saturates at ``cap``."""
+    decay, cap = rule
+    tok, w = tab.tok, tab.w
     k = tok.shape[1]
     hit = -1
     for r in range(k):
@@ -50,22 +54,19 @@ def _add(tok, w, s, t, amount, decay, cap):
 
 
 @numba.njit(cache=True)
-def _count_text(keys, tok, w, stamp, count, ids, start, decay, cap, now):
+def _count_text(tab, ids, start, rule, now):
     """Count the tri-grams (and bigram fall-backs) ending at ``ids[start:]``."""
     two = np.empty(2, np.int64)
     for j in range(max(start, 1), ids.shape[0]):
-        t = ids[j]
-        two[0] = ids[j - 2] if j >= 2 else -2
+        two[0] = ids[j - 2] if j >= 2 else PAD
         two[1] = ids[j - 1]
-        s = claim(keys, tok, w, stamp, count, context_hash(two, 2, 1), now)
-        _add(tok, w, s, t, 1.0, decay, cap)
+        _add(tab, claim(tab, context_hash(two, 2, 1), now), ids[j], 1.0, rule)
         if j >= 2:
-            s = claim(keys, tok, w, stamp, count, context_hash(two, 2, 2), now)
-            _add(tok, w, s, t, 1.0, decay, cap)
+            _add(tab, claim(tab, context_hash(two, 2, 2), now), ids[j], 1.0, rule)
 
 
 @numba.njit(cache=True)
-def _learn_candidates(keys, tok, w, stamp, count, prev, cur, top_tok, top_p, scale, decay, cap, now):
+def _learn_candidates(tab, prev, cur, top_tok, top_p, scale, rule, now):
     """Add the model's candidates after ``(prev[i], cur[i])`` with weight ``scale * p``."""
     two = np.empty(2, np.int64)
     for i in range(prev.shape[0]):
@@ -74,10 +75,10 @@ def _learn_candidates(keys, tok, w, stamp, count, prev, cur, top_tok, top_p, sca
         for order in (1, 2):
             if order == 2 and prev[i] < 0:
                 continue
-            s = claim(keys, tok, w, stamp, count, context_hash(two, 2, order), now)
+            s = claim(tab, context_hash(two, 2, order), now)
             for r in range(top_tok.shape[1]):
                 if top_tok[i, r] >= 0:
-                    _add(tok, w, s, top_tok[i, r], scale * top_p[i, r], decay, cap)
+                    _add(tab, s, top_tok[i, r], scale * top_p[i, r], rule)
 
 
 @numba.njit(cache=True)
@@ -92,69 +93,88 @@ def _row(keys, prev, cur):
     return find(keys, context_hash(two, 2, 1))
 
 
+class _Search(NamedTuple):
+    """The search tree of one draft (node 0 = root), allocated once and grown on demand."""
+
+    tok: np.ndarray  # (cap,) int64 token
+    prev: np.ndarray  # (cap,) int64 the token before it
+    par: np.ndarray  # (cap,) int64 parent node
+    dep: np.ndarray  # (cap,) int64 depth
+    p: np.ndarray  # (cap,) float64 prior: the table's probability of this child
+    sc: np.ndarray  # (cap,) float64 path acceptance estimate
+    n: np.ndarray  # (cap,) int64 visits
+    w: np.ndarray  # (cap,) float64 summed value
+    c0: np.ndarray  # (cap,) int64 first child
+    cn: np.ndarray  # (cap,) int64 children, -1 = not expanded yet
+    path: np.ndarray  # (max_depth + 2,) int64 the current selection path
+
+
+def _search_tree(cap: int, max_depth: int) -> _Search:
+    i8, f8 = np.int64, np.float64
+    return _Search(np.empty(cap, i8), np.empty(cap, i8), np.empty(cap, i8), np.empty(cap, i8), np.empty(cap, f8),
+                   np.empty(cap, f8), np.empty(cap, i8), np.empty(cap, f8), np.empty(cap, i8), np.empty(cap, i8),
+                   np.empty(max_depth + 2, i8))
+
+
 @numba.njit(cache=True)
-def _search(keys, tok, w, prev, root, iterations, c1, c2, rollout, max_depth, width, shrink, budget,
-            out_tok, out_par, out_dep, out_sc):
+def _new_node(st, i, tok, prev, par, dep, p, sc):
+    st.tok[i], st.prev[i], st.par[i], st.dep[i], st.p[i], st.sc[i] = tok, prev, par, dep, p, sc
+    st.n[i], st.w[i], st.c0[i], st.cn[i] = 0, 0.0, 0, -1
+
+
+@numba.njit(cache=True)
+def _search(tab, prev, root, opts, st, buf):
     """PUCT search from ``root``; writes the ``budget`` most visited nodes, returns the count.
 
-    Search nodes are allocated children-after-parent, so the selected set, sorted by index, is
-    parents-first; a parent is visited at least once more than any child, so the set is connected.
+    ``opts = (iterations, c1, c2, rollout, max_depth, width, shrink, budget)``. Search nodes are
+    allocated children-after-parent, so the selected set, sorted by index, is parents-first; a
+    parent is visited at least once more than any child, so the set is connected.
     """
+    iterations, c1, c2, rollout, max_depth, width, shrink, budget = opts
+    keys, tok, w = tab.keys, tab.tok, tab.w
     cap_nodes = iterations * width + 1
-    s_tok = np.empty(cap_nodes, np.int64)
-    s_prev = np.empty(cap_nodes, np.int64)
-    s_par = np.empty(cap_nodes, np.int64)
-    s_dep = np.empty(cap_nodes, np.int64)
-    s_p = np.empty(cap_nodes, np.float64)  # prior: the table's probability of this child
-    s_sc = np.empty(cap_nodes, np.float64)  # path acceptance estimate
-    s_n = np.zeros(cap_nodes, np.int64)
-    s_w = np.zeros(cap_nodes, np.float64)
-    s_c0 = np.zeros(cap_nodes, np.int64)
-    s_cn = np.full(cap_nodes, -1, np.int64)  # -1: not expanded yet
-    path = np.empty(max_depth + 2, np.int64)
-    s_tok[0], s_prev[0], s_par[0], s_dep[0], s_p[0], s_sc[0] = root, prev, -1, 0, 1.0, 1.0
+    path = st.path
+    _new_node(st, 0, root, prev, -1, 0, 1.0, 1.0)
     n_nodes = 1
     for _ in range(iterations):
         u = 0
         plen = 0
         path[plen] = u
         plen += 1
-        while s_cn[u] > 0:
-            total = s_n[u]
+        while st.cn[u] > 0:
+            total = st.n[u]
             explore = math.sqrt(total) * (c1 + math.log((total + c2 + 1.0) / c2))
             best, best_v = -1, -1e300
-            for c in range(s_c0[u], s_c0[u] + s_cn[u]):
-                q = s_w[c] / s_n[c] if s_n[c] > 0 else 0.0
-                v = q + s_p[c] * explore / (1.0 + s_n[c])
+            for c in range(st.c0[u], st.c0[u] + st.cn[u]):
+                q = st.w[c] / st.n[c] if st.n[c] > 0 else 0.0
+                v = q + st.p[c] * explore / (1.0 + st.n[c])
                 if v > best_v:
                     best, best_v = c, v
             u = best
             path[plen] = u
             plen += 1
-        if s_cn[u] < 0:
-            s_cn[u] = 0
-            if s_dep[u] < max_depth:
-                s = _row(keys, s_prev[u], s_tok[u])
+        if st.cn[u] < 0:
+            st.cn[u] = 0
+            if st.dep[u] < max_depth:
+                s = _row(keys, st.prev[u], st.tok[u])
                 if s >= 0:
                     total_w = 0.0
                     for r in range(tok.shape[1]):
                         if tok[s, r] >= 0:
                             total_w += w[s, r]
-                    s_c0[u] = n_nodes
+                    st.c0[u] = n_nodes
                     for r in range(min(width, tok.shape[1])):
                         t = tok[s, r]
                         if t < 0 or total_w <= 0.0 or n_nodes >= cap_nodes:
                             break
                         p = w[s, r] / total_w
-                        s_tok[n_nodes], s_prev[n_nodes], s_par[n_nodes] = t, s_tok[u], u
-                        s_dep[n_nodes], s_p[n_nodes] = s_dep[u] + 1, p
-                        s_sc[n_nodes] = s_sc[u] * p / (1.0 + shrink * p)
+                        _new_node(st, n_nodes, t, st.tok[u], u, st.dep[u] + 1, p, st.sc[u] * discount(p, shrink))
                         n_nodes += 1
-                        s_cn[u] += 1
+                        st.cn[u] += 1
         # Value: expected accepted tokens at and below u along a greedy rollout.
-        value = s_sc[u]
-        chain = s_sc[u]
-        a, b = s_prev[u], s_tok[u]
+        value = st.sc[u]
+        chain = st.sc[u]
+        a, b = st.prev[u], st.tok[u]
         for _r in range(rollout):
             s = _row(keys, a, b)
             if s < 0 or tok[s, 0] < 0:
@@ -163,36 +183,32 @@ def _search(keys, tok, w, prev, root, iterations, c1, c2, rollout, max_depth, wi
             for r in range(tok.shape[1]):
                 if tok[s, r] >= 0:
                     total_w += w[s, r]
-            p = w[s, 0] / total_w
-            chain *= p / (1.0 + shrink * p)
+            chain *= discount(w[s, 0] / total_w, shrink)
             value += chain
             a, b = b, tok[s, 0]
         for j in range(plen):
-            s_n[path[j]] += 1
-            s_w[path[j]] += value
+            st.n[path[j]] += 1
+            st.w[path[j]] += value
     # The most visited nodes (ties: shallower first), then parents-first by index.
     cand = np.empty(n_nodes - 1, np.int64)
     m = 0
     for i in range(1, n_nodes):
-        if s_n[i] > 0:
+        if st.n[i] > 0:
             cand[m] = i
             m += 1
     key = np.empty(m, np.float64)
     for j in range(m):
-        key[j] = -s_n[cand[j]] * 1000.0 + s_dep[cand[j]]
+        key[j] = -st.n[cand[j]] * 1000.0 + st.dep[cand[j]]
     order = np.argsort(key, kind="mergesort")
     take = min(m, budget)
     chosen = np.sort(cand[order[:take]])
-    where = np.full(n_nodes, -1, np.int64)
+    where = buf.where
     where[0] = 0
-    out_tok[0], out_par[0], out_dep[0], out_sc[0] = root, -1, 0, 1.0
+    init_root(buf, root)
     for j in range(take):
         i = chosen[j]
         where[i] = j + 1
-        out_tok[j + 1] = s_tok[i]
-        out_par[j + 1] = where[s_par[i]]
-        out_dep[j + 1] = s_dep[i]
-        out_sc[j + 1] = s_sc[i]
+        add_node(buf, j + 1, where[st.par[i]], st.tok[i], st.sc[i])
     return take + 1
 
 
@@ -200,8 +216,7 @@ class Aded(Drafter):
     """Adaptive tri-gram drafting with a PUCT search (see the module docstring).
 
     Args:
-        iterations: search iterations per step (each expands at most one node); the search
-            costs ~1 µs per iteration, far below a verification pass.
+        iterations: search iterations per step (each expands at most one node).
         width: successors expanded per node, 1..k.
         rollout: greedy steps valued beyond a new leaf.
         max_depth: deepest draft node.
@@ -216,6 +231,7 @@ class Aded(Drafter):
     """
 
     name = "aded"
+    top_k = 4
 
     def __init__(self, iterations: int = 96, width: int = 4, rollout: int = 4, max_depth: int = 8,
                  c1: float = 2.0, c2: float = 8.0, k: int = 8, decay: float = 0.95, cap: float = 8.0,
@@ -234,51 +250,64 @@ class Aded(Drafter):
         self.c1, self.c2, self.decay, self.cap = float(c1), float(c2), float(decay), float(cap)
         self.model_weight, self.shrink = float(model_weight), float(shrink)
         self.table = NgramTable(int(k), max_bytes)
-        self._seen = 0
-        self._last = np.zeros(0, np.int64)
+        self._seen = 0  # tokens of the current text already counted
+        self._search = _search_tree(self.iterations * self.width + 1, self.max_depth)
+        self._buf = tree_buffers(1)
 
-    def begin(self, prompt: np.ndarray, vocab_size: int) -> None:
-        self._seen = 0  # the prompt is counted on the first proposal
-
-    def _catch_up(self, context: np.ndarray) -> None:
-        ctx = np.asarray(context, np.int64)
-        start = self._seen if self._seen <= len(ctx) else 0
+    def _count(self, ids: np.ndarray, start: int) -> None:
         t = self.table
         t.now += 1
-        _count_text(t.keys, t.tok, t.w, t.stamp, t.count, ctx, start, self.decay, self.cap, t.now)
-        self._seen = len(ctx)
-        self._last = ctx[-2:].copy()
+        _count_text(t.arrays, ids, start, (self.decay, self.cap), t.now)
+        self._seen = len(ids)
+
+    def begin(self, request: Request) -> None:
+        """Count the prompt's tri-grams."""
+        self._count(np.asarray(request.prompt, np.int64), 0)
 
     def propose(self, context: np.ndarray, budget: int) -> DraftTree:
-        self._catch_up(context)
         root = int(context[-1])
         if budget <= 0:
             return DraftTree.root_only(root)
-        prev = int(context[-2]) if len(context) >= 2 else -2
-        out_tok = np.empty(budget + 1, np.int64)
-        out_par = np.empty(budget + 1, np.int32)
-        out_dep = np.empty(budget + 1, np.int32)
-        out_sc = np.empty(budget + 1, np.float32)
+        prev = int(context[-2]) if len(context) >= 2 else PAD
+        iterations = max(self.iterations, budget)
+        cap = iterations * self.width + 1
+        if self._search.tok.shape[0] < cap:
+            self._search = _search_tree(cap, self.max_depth)
+        self._buf = grown(self._buf, max(budget + 1, cap))
         t = self.table
-        m = _search(t.keys, t.tok, t.w, prev, root, max(self.iterations, budget), self.c1, self.c2, self.rollout,
-                    self.max_depth, self.width, self.shrink, int(budget), out_tok, out_par, out_dep, out_sc)
-        return DraftTree(out_tok[:m], out_par[:m], out_dep[:m], out_sc[:m])
+        opts = (iterations, self.c1, self.c2, self.rollout, self.max_depth, self.width, self.shrink, int(budget))
+        m = _search(t.arrays, prev, root, opts, self._search, self._buf)
+        return to_tree(self._buf, m)
 
-    def observe(self, tree: DraftTree, accepted: np.ndarray, logits: torch.Tensor) -> None:
-        """Teach the table the model's own top candidates after each accepted node."""
-        if self.model_weight <= 0:
-            return
-        acc = np.asarray(accepted, np.int64)
-        path = tree.tokens[acc].astype(np.int64)
-        before = self._last[0] if len(self._last) == 2 else -2
-        prev = np.concatenate([[before], path[:-1]])
-        top_tok, top_p = top_probs(logits, 4)
-        t = self.table
-        t.now += 1
-        _learn_candidates(t.keys, t.tok, t.w, t.stamp, t.count, prev, path, top_tok[acc], top_p[acc],
-                          self.model_weight, self.decay, self.cap, t.now)
+    def observe(self, outcome: Outcome) -> None:
+        """Teach the table the model's own top candidates after each accepted node, then count
+        the committed tokens' tri-grams."""
+        ctx = np.asarray(outcome.context, np.int64)
+        start = self._seen if self._seen <= len(ctx) else 0
+        if start < len(ctx):  # text the table has not counted yet (the prefill's token)
+            self._count(ctx, start)
+        if self.model_weight > 0:
+            acc = np.asarray(outcome.accepted, np.int64)
+            path = outcome.tree.tokens[acc].astype(np.int64)
+            before = ctx[-2] if len(ctx) >= 2 else PAD
+            prev = np.concatenate([[before], path[:-1]])
+            top_tok, top_p = outcome.top(self.top_k)
+            t = self.table
+            t.now += 1
+            _learn_candidates(t.arrays, prev, path, top_tok[acc], top_p[acc], self.model_weight,
+                              (self.decay, self.cap), t.now)
+        if len(outcome.committed):
+            self._count(np.concatenate([ctx, np.asarray(outcome.committed, np.int64)]), len(ctx))
 
     def reset(self) -> None:
         self.table.clear()
         self._seen = 0
-        self._last = np.zeros(0, np.int64)
+
+    # ------------------------------------------------------------------ saved state
+    def state(self) -> dict:
+        """What was learnt: the tri-gram table's arrays (see :class:`~retrodraft.drafters._ngram.NgramTable`)."""
+        return table_state(self.table)
+
+    def load_state(self, d: dict) -> None:
+        """Take over a table saved by :meth:`state` (same ``k`` and ``max_bytes``)."""
+        load_table_state(self.table, d, self.name)

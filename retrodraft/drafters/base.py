@@ -1,8 +1,14 @@
-"""The one interface every drafter implements.
+"""The one interface every drafter implements, and the two records that feed it.
 
-A drafter guesses; it never touches the model. The generation loop asks it for a tree with
-:meth:`Drafter.propose`, the verifier checks the tree, and the loop hands the verdict and the
-model's own logits back through :meth:`Drafter.observe` - the only way a drafter learns.
+A drafter guesses; it never touches the model. Per ``generate`` call the loop hands it a
+:class:`Request` through :meth:`Drafter.begin`; per step it asks for a tree with
+:meth:`Drafter.propose` (no side effects: proposing twice from the same state gives the same
+tree; a drafter that samples its guesses draws fresh noise from its own generator) and, after
+verification, hands back one :class:`Outcome` through :meth:`Drafter.observe` - the only way a
+drafter learns. The model's top-k at every verified node is computed once per step by the loop
+(``Drafter.top_k`` declares how many candidates a drafter wants), so no drafter recomputes a
+softmax over the vocabulary and no two drafters share hidden state.
+
 State lives on the drafter and persists across ``generate`` calls (a warm start, as in the Token
 Recycling paper) until :meth:`Drafter.reset`.
 """
@@ -10,38 +16,108 @@ Recycling paper) until :meth:`Drafter.reset`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
-import torch
 
 from ..tree import DraftTree
 
-__all__ = ["Drafter"]
+__all__ = ["Drafter", "Request", "Outcome", "NextTokenEstimator"]
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a drafter may know about one ``generate`` call.
+
+    Attributes:
+        prompt: ``(prompt_len,)`` int64 prompt token ids.
+        vocab_size: rows of the model's output vocabulary.
+        temperature: None when decoding greedily, else the sampling temperature. A drafter that
+            samples its own guesses (``stand``) does so only when this is set, and must then
+            record them in ``DraftTree.proposals``.
+    """
+
+    prompt: np.ndarray
+    vocab_size: int
+    temperature: float | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One verification step, as every drafter sees it.
+
+    Attributes:
+        context: ``(n,)`` int64 ids before the step; ``context[-1]`` is the tree's root.
+        tree: the tree that was verified (the fusion of the drafters' trees, pruned).
+        accepted: ``(m,)`` int64 node indices of the accepted path, root first.
+        committed: ``(c,)`` int64 token ids appended to the output by this step: the accepted
+            drafts after the root plus the model's bonus token, cut where a stopping criterion
+            fired. ``context`` + ``committed`` is the next step's context.
+        top_tokens: ``(len(tree), k)`` int32: the model's ``k`` most likely next tokens at every
+            verified node (raw logits, before logits processors), ``-1`` padding when the
+            vocabulary is smaller than ``k``.
+        top_probs: ``(len(tree), k)`` float32 softmax probabilities of ``top_tokens``.
+    """
+
+    context: np.ndarray
+    tree: DraftTree
+    accepted: np.ndarray
+    committed: np.ndarray
+    top_tokens: np.ndarray
+    top_probs: np.ndarray
+
+    def top(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first ``k`` candidates per node as contiguous ``(len(tree), k)`` arrays (int32
+        tokens, float32 probabilities), padded with ``-1`` / ``0`` if fewer were computed."""
+        have = min(k, self.top_tokens.shape[1])
+        if have == k:
+            return np.ascontiguousarray(self.top_tokens[:, :k]), np.ascontiguousarray(self.top_probs[:, :k])
+        tok = np.full((self.top_tokens.shape[0], k), -1, np.int32)
+        prob = np.zeros((self.top_tokens.shape[0], k), np.float32)
+        tok[:, :have] = self.top_tokens[:, :have]
+        prob[:, :have] = self.top_probs[:, :have]
+        return tok, prob
+
+
+@runtime_checkable
+class NextTokenEstimator(Protocol):
+    """A drafter that can say how likely the model is to follow ``parent`` with ``child``.
+
+    Retrieval prunes corpus continuations with these estimates (RASD's idea, with the model's own
+    recent predictions in place of a draft model); :class:`~retrodraft.RetroDraft` hands the
+    estimator to every drafter that declares ``wants_estimator = True``.
+    """
+
+    def next_token_estimate(self, parents: np.ndarray, children: np.ndarray) -> np.ndarray:
+        """``(n,)`` float32: P(child | parent) as last seen, 0 if unranked, NaN if unknown."""
+        ...
 
 
 class Drafter(ABC):
     """Base class of all drafters.
 
-    Subclasses set ``name`` (the stable public name used in ``RetroDraft(drafters=[...])``).
+    Subclasses set ``name`` (the stable public name used in ``RetroDraft(drafters=[...])``) and,
+    when they learn from the model's candidates, ``top_k`` (how many per verified node they need
+    in :attr:`Outcome.top_tokens`).
     """
 
     name: str = "drafter"
-    #: Set by :class:`~retrodraft.RetroDraft` before :meth:`begin`: None when decoding greedily,
-    #: else the sampling temperature. A drafter that samples its own guesses (``stand``) does so
-    #: only when this is set, and must then record them in ``DraftTree.proposals``.
-    sampling_temperature: float | None = None
+    #: Candidates per verified node this drafter reads from :class:`Outcome` (0: none).
+    top_k: int = 0
+    #: True when the drafter takes a :class:`NextTokenEstimator` through :meth:`use_estimator`.
+    wants_estimator: bool = False
 
-    def begin(self, prompt: np.ndarray, vocab_size: int) -> None:
-        """Called once per ``generate`` call before the first proposal.
+    def check_model(self, model) -> None:
+        """Refuse a model this drafter cannot draft for (raise a :class:`~retrodraft.errors.RetroDraftError`);
+        called once per ``generate`` call, before :meth:`begin`."""
 
-        Args:
-            prompt: ``(prompt_len,)`` int64 prompt token ids.
-            vocab_size: size of the model's output vocabulary (rows of the logits).
-        """
+    def begin(self, request: Request) -> None:
+        """Called once per ``generate`` call before the first proposal."""
 
     @abstractmethod
     def propose(self, context: np.ndarray, budget: int) -> DraftTree:
-        """Guess what follows ``context``.
+        """Guess what follows ``context``, without learning anything (see :meth:`observe`).
 
         Args:
             context: ``(seq_len,)`` int64, prompt plus everything generated so far; the last
@@ -53,15 +129,11 @@ class Drafter(ABC):
             ``scores`` estimate each path's acceptance probability so trees can be fused.
         """
 
-    def observe(self, tree: DraftTree, accepted: np.ndarray, logits: torch.Tensor) -> None:
-        """Learn from one verification step.
+    def observe(self, outcome: Outcome) -> None:
+        """Learn from one verification step."""
 
-        Args:
-            tree: the tree that was verified (possibly the fusion of several drafters' trees).
-            accepted: ``(m,)`` int64 node indices of the accepted path, root first. The token
-                the model chose after the last of them is the next root.
-            logits: ``(len(tree), vocab)`` raw (unprocessed) model logits at every node.
-        """
+    def use_estimator(self, estimator: NextTokenEstimator | None) -> None:
+        """Receive the model-estimate source (only called when ``wants_estimator``)."""
 
     def reset(self) -> None:
         """Forget everything learnt so far (a cold start)."""

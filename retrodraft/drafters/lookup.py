@@ -23,11 +23,14 @@ Nothing is learnt across calls: the context holds all the state, so :meth:`begin
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numba
 import numpy as np
 
 from ..errors import ConfigError
 from ..tree import DraftTree
+from ._kernels import add_node, init_root, to_tree, tree_buffers
 from .base import Drafter
 
 __all__ = ["PromptLookup"]
@@ -60,22 +63,34 @@ def _next(context, e, i):
     return context[e + i % (context.shape[0] - e)]
 
 
-@numba.njit(cache=True)
-def _build_trie(
-    context, pos, lens, m, min_n, max_n, max_matches, span, weight, conf,
-    sel_pos, sel_w, sel_len, out_tok, out_par, out_dep, out_sc, w, best, first_child, next_sib,
-):  # fmt: skip
-    """Pick up to ``max_matches`` distinct continuations, longest match first, and trie them.
+class _Selection(NamedTuple):
+    """Up to ``max_matches`` distinct continuations: where each ends, its evidence, its match length."""
 
-    Returns the number of trie nodes. Node 0 is the root ``context[-1]``.
-    ``w[v]``: summed ``weight[L]`` of the matches whose continuation passes through ``v``
-    (``w[0]`` also counts matches left out once ``max_matches`` was reached);
-    ``best[v]``: their longest match length. Scores (``out_sc``) multiply, along the path,
-    ``conf[best[v] + depth(parent)] * w[v] / w[parent]``.
+    pos: np.ndarray  # (max_matches,) int64
+    weight: np.ndarray  # (max_matches,) float64
+    length: np.ndarray  # (max_matches,) int64
+
+
+class _Trie(NamedTuple):
+    """Per-node scratch of the trie: evidence, best match length, first child, next sibling."""
+
+    w: np.ndarray  # (nodes,) float64
+    best: np.ndarray  # (nodes,) int64
+    first_child: np.ndarray  # (nodes,) int64
+    next_sib: np.ndarray  # (nodes,) int64
+
+
+@numba.njit(cache=True)
+def _select(context, pos, lens, m, span, weight, sel):
+    """Pick up to ``len(sel.pos)`` distinct continuations (``span`` tokens), longest match first.
+
+    Identical continuations pool their evidence (``weight[L]`` per match of length ``L``).
+    Returns ``(how many were kept, the total evidence of all matches)``.
     """
     s = 0
     total = 0.0
-    for length in range(max_n, min_n - 1, -1):
+    max_n = weight.shape[0] - 1
+    for length in range(max_n, 0, -1):
         for j in range(m):
             if lens[j] != length:
                 continue
@@ -85,55 +100,61 @@ def _build_trie(
             for q in range(s):
                 same = True
                 for i in range(span):
-                    if _next(context, e, i) != _next(context, sel_pos[q], i):
+                    if _next(context, e, i) != _next(context, sel.pos[q], i):
                         same = False
                         break
                 if same:
                     dup = q
                     break
             if dup >= 0:
-                sel_w[dup] += weight[length]
-            elif s < max_matches:
-                sel_pos[s] = e
-                sel_w[s] = weight[length]
-                sel_len[s] = length
+                sel.weight[dup] += weight[length]
+            elif s < sel.pos.shape[0]:
+                sel.pos[s] = e
+                sel.weight[s] = weight[length]
+                sel.length[s] = length
                 s += 1
+    return s, total
 
-    out_tok[0] = context[context.shape[0] - 1]
-    out_par[0] = -1
-    out_dep[0] = 0
-    out_sc[0] = 1.0
+
+@numba.njit(cache=True)
+def _build_trie(context, sel, s, total, span, conf, buf, trie):
+    """Trie of the ``s`` selected continuations below the root ``context[-1]``; returns its size.
+
+    ``trie.w[v]``: summed evidence of the continuations through ``v`` (``w[0] = total`` also
+    counts matches left out once the selection was full); ``trie.best[v]``: their longest match
+    length. Scores multiply, along the path, ``conf[best[v] + depth(parent)] * w[v] / w[parent]``.
+    """
+    w, best, first_child, next_sib = trie.w, trie.best, trie.first_child, trie.next_sib
+    init_root(buf, context[context.shape[0] - 1])
     w[0] = total
-    best[0] = max_n
+    best[0] = 0  # unused: the root keeps score 1
     first_child[0] = -1
     size = 1
     for q in range(s):
         v = 0
         for i in range(span):
-            t = _next(context, sel_pos[q], i)
+            t = _next(context, sel.pos[q], i)
             c = first_child[v]
-            while c >= 0 and out_tok[c] != t:
+            while c >= 0 and buf.tokens[c] != t:
                 c = next_sib[c]
             if c < 0:
                 c = size
                 size += 1
-                out_tok[c] = t
-                out_par[c] = v
-                out_dep[c] = out_dep[v] + 1
+                add_node(buf, c, v, t, 0.0)
                 w[c] = 0.0
                 best[c] = 0
                 first_child[c] = -1
                 next_sib[c] = first_child[v]
                 first_child[v] = c
-            w[c] += sel_w[q]
-            if sel_len[q] > best[c]:
-                best[c] = sel_len[q]
+            w[c] += sel.weight[q]
+            if sel.length[q] > best[c]:
+                best[c] = sel.length[q]
             v = c
 
     top = conf.shape[0] - 1
     for c in range(1, size):
-        p = out_par[c]
-        out_sc[c] = out_sc[p] * conf[min(best[c] + out_dep[p], top)] * (w[c] / w[p])
+        p = buf.parents[c]
+        buf.scores[c] = buf.scores[p] * conf[min(best[c] + buf.depths[p], top)] * (w[c] / w[p])
     return size
 
 
@@ -144,9 +165,9 @@ WEIGHT_BASE = 2.0
 def confidence(length: np.ndarray | int, floor: float = 0.33, ceil: float = 0.97, rate: float = 0.68):
     """Estimated probability that the next token repeats, after ``length`` tokens agreed.
 
-    ``ceil - (ceil - floor) * rate ** (length - 1)``: 0.33 after one agreeing token, 0.77 after
-    four, 0.94 after eight. Fitted to greedy SmolLM2-135M outputs on Spec-Bench and code prompts
-    (one-token agreement is followed by the same token 33% of the time, eight-token 91-95%).
+    ``ceil - (ceil - floor) * rate ** (length - 1)``: ``floor`` after one agreeing token, rising
+    towards ``ceil``; the defaults are fitted to how often greedy outputs keep repeating an
+    earlier occurrence after ``length`` agreeing tokens.
     """
     length = np.asarray(length, dtype=np.float64)
     return np.where(length >= 1, ceil - (ceil - floor) * rate ** (length - 1), 0.0)
@@ -166,8 +187,7 @@ class PromptLookup(Drafter):
     the node's best occurrence (its match length ``L`` plus the ``d`` drafted tokens above the
     node) and ``share`` is the fraction of the parent's evidence (matches weighted by
     ``WEIGHT_BASE ** L``, identical continuations counted) that continues this way. A node's score
-    is the product along its path. On greedy SmolLM2-135M outputs these path scores were
-    calibrated to within a few points (a score of 0.25 was accepted 25% of the time, 0.75 81%).
+    is the product along its path.
     """
 
     name = "lookup"
@@ -183,6 +203,8 @@ class PromptLookup(Drafter):
         self._conf = confidence(np.arange(self.max_ngram + 257))
         self._pos = np.empty(0, np.int64)
         self._lens = np.empty(0, np.int64)
+        self._sel = _Selection(np.empty(self.max_matches, np.int64), np.empty(self.max_matches, np.float64),
+                               np.empty(self.max_matches, np.int64))
         self._span = -1
         self._ensure(16, 4)
         self.propose(np.array([1, 2, 1, 2], dtype=np.int64), 4)  # compile once
@@ -194,17 +216,9 @@ class PromptLookup(Drafter):
             self._lens = np.empty(size, np.int64)
         if span != self._span:
             nodes = self.max_matches * span + 1
-            self._sel_pos = np.empty(self.max_matches, np.int64)
-            self._sel_w = np.empty(self.max_matches, np.float64)
-            self._sel_len = np.empty(self.max_matches, np.int64)
-            self._tok = np.empty(nodes, np.int64)
-            self._par = np.empty(nodes, np.int32)
-            self._dep = np.empty(nodes, np.int32)
-            self._sc = np.empty(nodes, np.float32)
-            self._w = np.empty(nodes, np.float64)
-            self._best = np.empty(nodes, np.int64)
-            self._first = np.empty(nodes, np.int64)
-            self._next = np.empty(nodes, np.int64)
+            self._buf = tree_buffers(nodes)
+            self._trie = _Trie(np.empty(nodes, np.float64), np.empty(nodes, np.int64), np.empty(nodes, np.int64),
+                               np.empty(nodes, np.int64))
             self._span = span
 
     def propose(self, context: np.ndarray, budget: int) -> DraftTree:
@@ -216,12 +230,14 @@ class PromptLookup(Drafter):
         m = _find_matches(context, self.min_ngram, self.max_ngram, self._pos, self._lens)
         if m == 0:
             return DraftTree.root_only(root)
-        size = _build_trie(
-            context, self._pos, self._lens, m, self.min_ngram, self.max_ngram, self.max_matches, self._span,
-            self._weight, self._conf, self._sel_pos, self._sel_w, self._sel_len,
-            self._tok, self._par, self._dep, self._sc, self._w, self._best, self._first, self._next,
-        )  # fmt: skip
-        tree = DraftTree(
-            self._tok[:size].copy(), self._par[:size].copy(), self._dep[:size].copy(), self._sc[:size].copy()
-        )
-        return tree.prune(budget)
+        s, total = _select(context, self._pos, self._lens, m, self._span, self._weight, self._sel)
+        size = _build_trie(context, self._sel, s, total, self._span, self._conf, self._buf, self._trie)
+        return to_tree(self._buf, size).prune(budget)
+
+    # ------------------------------------------------------------------ saved state
+    def state(self) -> dict:
+        """Nothing is learnt: the context holds all of prompt lookup's state."""
+        return {}
+
+    def load_state(self, d: dict) -> None:
+        """Nothing to restore."""

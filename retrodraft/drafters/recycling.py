@@ -20,13 +20,13 @@ from typing import Sequence
 
 import numba
 import numpy as np
-import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, StateError
 from ..tree import DraftTree
-from ._topk import top_probs
+from ._kernels import fill_template, last_token_row, to_tree, tree_buffers
+from ._state import expect_array
 from ._template import compile_template, template_paths
-from .base import Drafter
+from .base import Drafter, Outcome, Request
 
 __all__ = ["TokenRecycling"]
 
@@ -47,45 +47,6 @@ def _write_rows(succ, prob, tokens, order, top_tok, top_prob):
         for r in range(k):
             succ[t, r] = top_tok[i, r]
             prob[t, r] = top_prob[i, r]
-
-
-@numba.njit(cache=True)
-def _fill(succ, prob, shrink, root, tpl_parent, tpl_rank, where, out_tok, out_par, out_dep, out_sc):
-    """Fill a template breadth-first from the matrix; returns the number of nodes made.
-
-    Template node ``j`` becomes ``c = succ[token of its parent, tpl_rank[j]]`` with score
-    ``parent score * p / (1 + shrink * p)``, ``p = prob[...]``; an unknown candidate (-1) drops
-    ``j`` and its subtree.
-    Shapes: tpl_*/where ``(T,)`` (node 0 = root), out_* ``(T,)``; ``where[j]`` is template
-    node j's output index or -1.
-    """
-    rows = succ.shape[0]
-    out_tok[0] = root
-    out_par[0] = -1
-    out_dep[0] = 0
-    out_sc[0] = 1.0
-    where[0] = 0
-    m = 1
-    for j in range(1, tpl_parent.shape[0]):
-        where[j] = -1
-        pj = where[tpl_parent[j]]
-        if pj < 0:
-            continue
-        t = out_tok[pj]
-        if t < 0 or t >= rows:
-            continue
-        r = tpl_rank[j]
-        c = succ[t, r]
-        if c < 0:
-            continue
-        where[j] = m
-        out_tok[m] = c
-        out_par[m] = pj
-        out_dep[m] = out_dep[pj] + 1
-        p = prob[t, r]
-        out_sc[m] = out_sc[pj] * (p / (1.0 + shrink * p))
-        m += 1
-    return m
 
 
 @numba.njit(cache=True)
@@ -115,11 +76,8 @@ class TokenRecycling(Drafter):
             deep, see :func:`~retrodraft.drafters._template.generated_template`) or an explicit
             list of rank paths such as ``[[0], [1], [0, 0]]``.
         shrink: how much a recycled probability ``p`` is discounted: a candidate is estimated to
-            be accepted with probability ``p / (1 + shrink * p)``. It was ranked in an older
-            context, so it is over-confident: on SmolLM2-135M a candidate stored with p ~ 0.97
-            was accepted 69% of the time while small ``p`` were honest (0.5 fits that best).
-            The default 0.25 (p = 0.97 -> 0.78) drafted as well as 0 next to lookup and better
-            than 0.5 at larger budgets; 0 trusts the stored probabilities as they are.
+            be accepted with probability ``p / (1 + shrink * p)``, because it was ranked in an
+            older context and so is over-confident; 0 trusts the stored probabilities as they are.
 
     A node's score is the product of these estimates along its path. The matrix persists
     across ``generate`` calls with the same vocabulary (warm start); :meth:`reset` clears it.
@@ -133,6 +91,7 @@ class TokenRecycling(Drafter):
         if isinstance(shrink, bool) or not isinstance(shrink, (int, float, np.floating)) or not 0 <= shrink <= 10:
             raise ConfigError(f"shrink must be a number from 0 to 10, got {shrink!r}.")
         self.k = int(k)
+        self.top_k = self.k
         self.shrink = float(shrink)
         self.succ = np.full((0, self.k), -1, dtype=np.int32)
         self.prob = np.zeros((0, self.k), dtype=np.float32)
@@ -144,32 +103,22 @@ class TokenRecycling(Drafter):
         self.template = template
         self._tpl_parent, self._tpl_rank = compile_template(template_paths(template, self.k), self.k)
         n = self._tpl_parent.shape[0]
-        self._where = np.empty(n, np.int64)
-        self._tok = np.empty(n, np.int64)
-        self._par = np.empty(n, np.int32)
-        self._dep = np.empty(n, np.int32)
-        self._sc = np.empty(n, np.float32)
-        self._warm_up()
+        self._buf = tree_buffers(n)
+        self._hist = np.empty((n, 1), np.int64)
+        self._fill(np.full((2, self.k), -1, np.int32), np.zeros((2, self.k), np.float32), 0)  # compile once
 
-    def _warm_up(self) -> None:
-        succ = np.full((2, self.k), -1, dtype=np.int32)
-        prob = np.zeros((2, self.k), dtype=np.float32)
-        top_tok = np.zeros((1, self.k), dtype=np.int32)
-        top_prob = np.zeros((1, self.k), dtype=np.float32)
-        _write_rows(succ, prob, np.zeros(1, np.int64), np.zeros(1, np.int64), top_tok, top_prob)
-        _fill(
-            succ, prob, self.shrink, 0, self._tpl_parent, self._tpl_rank,
-            self._where, self._tok, self._par, self._dep, self._sc,
-        )  # fmt: skip
+    def _fill(self, succ: np.ndarray, prob: np.ndarray, root: int) -> int:
+        return fill_template(last_token_row, (succ.shape[0],), (succ, prob), np.array([root], np.int64),
+                             (self._tpl_parent, self._tpl_rank), self.shrink, self._hist, self._buf)
 
     # ------------------------------------------------------------------ state
     def _allocate(self, vocab_size: int) -> None:
         self.succ = np.full((vocab_size, self.k), -1, dtype=np.int32)
         self.prob = np.zeros((vocab_size, self.k), dtype=np.float32)
 
-    def begin(self, prompt: np.ndarray, vocab_size: int) -> None:
-        if vocab_size != self.succ.shape[0]:
-            self._allocate(int(vocab_size))
+    def begin(self, request: Request) -> None:
+        if request.vocab_size != self.succ.shape[0]:
+            self._allocate(int(request.vocab_size))
 
     def reset(self) -> None:
         self.succ.fill(-1)
@@ -189,25 +138,36 @@ class TokenRecycling(Drafter):
         root = int(context[-1])
         if budget <= 0 or self.succ.shape[0] == 0:
             return DraftTree.root_only(root)
-        m = _fill(
-            self.succ, self.prob, self.shrink, root, self._tpl_parent, self._tpl_rank,
-            self._where, self._tok, self._par, self._dep, self._sc,
-        )  # fmt: skip
+        m = self._fill(self.succ, self.prob, root)
         # A row holds distinct tokens, so siblings never repeat: no de-duplication needed.
-        tree = DraftTree(self._tok[:m].copy(), self._par[:m].copy(), self._dep[:m].copy(), self._sc[:m].copy())
-        return tree.prune(budget)
+        return to_tree(self._buf, m).prune(budget)
 
-    def observe(self, tree: DraftTree, accepted: np.ndarray, logits: torch.Tensor) -> None:
+    def observe(self, outcome: Outcome) -> None:
         """Recycle the top-k of every verified node into its token's row.
 
         Rows of accepted nodes are written last, so when a token occurs more than once in the
         tree the prediction made in the real context wins over a counterfactual one.
         """
-        n, vocab = logits.shape
-        if self.succ.shape[0] == 0:
-            self._allocate(int(vocab))
-        top_tok, probs = top_probs(logits, self.k)
-        rejected = np.ones(n, dtype=bool)
+        tree, accepted = outcome.tree, np.asarray(outcome.accepted, np.int64)
+        top_tok, top_prob = outcome.top(self.k)
+        if self.succ.shape[0] == 0:  # observed before any begin: size the matrix to what was seen
+            self._allocate(int(max(tree.tokens.max(), top_tok.max(initial=0))) + 1)
+        rejected = np.ones(len(tree), dtype=bool)
         rejected[accepted] = False
-        order = np.concatenate([np.flatnonzero(rejected), np.asarray(accepted, dtype=np.int64)])
-        _write_rows(self.succ, self.prob, tree.tokens, order, top_tok, probs)
+        order = np.concatenate([np.flatnonzero(rejected), accepted])
+        _write_rows(self.succ, self.prob, tree.tokens, order, top_tok, top_prob)
+
+    # ------------------------------------------------------------------ saved state
+    def state(self) -> dict:
+        """What was learnt: ``succ (vocab, k) int32`` and ``prob (vocab, k) float32``."""
+        return {"succ": self.succ, "prob": self.prob}
+
+    def load_state(self, d: dict) -> None:
+        """Take over a matrix saved by :meth:`state` (same ``k``)."""
+        hint = f"construct it with k={d['succ'].shape[-1]}" if isinstance(d.get("succ"), np.ndarray) else ""
+        succ = expect_array(d, "succ", np.int32, (None, self.k), "recycling", hint)
+        prob = expect_array(d, "prob", np.float32, succ.shape, "recycling", hint)
+        if (succ < -1).any():
+            raise StateError("the saved recycling matrix holds invalid token ids.")
+        self.succ, self.prob = succ.copy(), prob.copy()
+

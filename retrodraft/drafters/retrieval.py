@@ -24,13 +24,13 @@ from typing import Sequence
 
 import numba
 import numpy as np
-import torch
 
-from ..errors import ConfigError
-from ..index.build import suffix_array
+from ..errors import ConfigError, IndexMismatchError, StateError
 from ..index.corpus import CorpusIndex, retrieve
+from ..index.store import suffix_array
 from ..tree import DraftTree
-from .base import Drafter
+from ._state import expect_array
+from .base import Drafter, NextTokenEstimator, Request
 
 __all__ = ["Retrieval"]
 
@@ -88,11 +88,13 @@ class Retrieval(Drafter):
             pruning, needs a ``recycling`` drafter next to this one; 1 turns it off).
 
     Attributes:
-        prior: the drafter whose ``next_token_estimate(parents, children)`` checks retrieved
-            steps; :class:`~retrodraft.RetroDraft` sets it to its ``recycling`` drafter.
+        estimator: the :class:`~retrodraft.drafters.base.NextTokenEstimator` that checks
+            retrieved steps; :class:`~retrodraft.RetroDraft` hands it its ``recycling`` drafter
+            through :meth:`use_estimator`.
     """
 
     name = "retrieval"
+    wants_estimator = True
 
     def __init__(self, index=None, use_prompt: bool = True, max_len: int = 16, min_len: int = 2, depth: int = 8,
                  max_matches: int = 64, confidence: float = 2.0, miss: float = 0.25) -> None:
@@ -110,10 +112,22 @@ class Retrieval(Drafter):
         if isinstance(miss, bool) or not isinstance(miss, (int, float, np.floating)) or not 0.0 <= miss <= 1.0:
             raise ConfigError(f"miss must be a number from 0 to 1, got {miss!r}.")
         self.miss = float(miss)
-        self.prior = None
+        self.estimator: NextTokenEstimator | None = None
         self.store = _Datastore()
         self._extra: list[np.ndarray] = []
         self._checked: set[str] = set()
+
+    def use_estimator(self, estimator: NextTokenEstimator | None) -> None:
+        self.estimator = estimator
+
+    @property
+    def prior(self) -> NextTokenEstimator | None:
+        """Old name of :attr:`estimator`."""
+        return self.estimator
+
+    @prior.setter
+    def prior(self, estimator: NextTokenEstimator | None) -> None:
+        self.estimator = estimator
 
     # ------------------------------------------------------------------ per request
     def add_documents(self, docs: Sequence[Sequence[int]]) -> None:
@@ -126,7 +140,7 @@ class Retrieval(Drafter):
         self._extra = []
         self.store.set([])
 
-    def check_model(self, model: torch.nn.Module) -> None:
+    def check_model(self, model) -> None:
         """Refuse indexes built with another tokenizer than ``model``'s (checked once per model)."""
         path = getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", None)
         if not self.indexes or not path or path in self._checked:
@@ -142,16 +156,14 @@ class Retrieval(Drafter):
             if tok is not None:
                 idx.check_tokenizer(tok)
             elif idx.header["tokenizer"].get("vocab_size", 0) > vocab:
-                from ..errors import IndexMismatchError
-
                 raise IndexMismatchError(f"index {idx.path} uses token ids up to {idx.header['tokenizer']['vocab_size']}"
                                          f" but the model's vocabulary has {vocab}: another tokenizer.")
         self._checked.add(path)
 
-    def begin(self, prompt: np.ndarray, vocab_size: int) -> None:
+    def begin(self, request: Request) -> None:
         docs = list(self._extra)
-        if self.use_prompt and len(prompt) > 1:
-            docs.append(np.asarray(prompt[:-1], np.int32))  # the last token is the first root
+        if self.use_prompt and len(request.prompt) > 1:
+            docs.append(np.asarray(request.prompt[:-1], np.int32))  # the last token is the first root
         self.store.set(docs)
 
     # ------------------------------------------------------------------ drafting
@@ -171,15 +183,29 @@ class Retrieval(Drafter):
         parents = np.asarray(r.parents, np.int64)
         tokens = np.asarray(r.tokens, np.int64)
         estimate = np.full(len(tokens), np.nan, np.float32)
-        if self.prior is not None and self.miss < 1.0 and len(tokens) > 1:
-            estimate[1:] = self.prior.next_token_estimate(tokens[parents[1:]], tokens[1:])
+        if self.estimator is not None and self.miss < 1.0 and len(tokens) > 1:
+            estimate[1:] = self.estimator.next_token_estimate(tokens[parents[1:]], tokens[1:])
         scores = np.empty(len(tokens), np.float64)
         _rescore(parents, np.asarray(r.counts, np.float64), estimate, r.match_len / (r.match_len + self.confidence),
                  self.miss, scores)
         return DraftTree.from_arrays(tokens, parents, scores.astype(np.float32)).prune(budget)
 
-    def observe(self, tree: DraftTree, accepted: np.ndarray, logits: torch.Tensor) -> None:
-        """The corpus does not change while decoding; nothing to learn."""
-
     def reset(self) -> None:
         self.clear_documents()
+
+    # ------------------------------------------------------------------ saved state
+    def state(self) -> dict:
+        """Nothing is learnt while decoding; the documents added with :meth:`add_documents` are
+        kept: ``docs (total,) int32`` concatenated, ``doc_lens (n,) int64``. The corpus indexes
+        are not part of the state (pass ``index=`` again)."""
+        lens = np.array([len(d) for d in self._extra], np.int64)
+        docs = np.concatenate(self._extra).astype(np.int32) if self._extra else np.zeros(0, np.int32)
+        return {"docs": docs, "doc_lens": lens}
+
+    def load_state(self, d: dict) -> None:
+        """Restore the added documents saved by :meth:`state`."""
+        docs = expect_array(d, "docs", np.int32, (None,), self.name)
+        lens = expect_array(d, "doc_lens", np.int64, (None,), self.name)
+        if (lens < 0).any() or int(lens.sum()) != len(docs) or (docs < 0).any():
+            raise StateError("the saved retrieval documents are inconsistent.")
+        self.add_documents(np.split(docs, np.cumsum(lens)[:-1]) if len(lens) else [])

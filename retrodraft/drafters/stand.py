@@ -16,54 +16,50 @@ rows ``(b,)`` and ``(a, b)`` hold ``[c: 0.7, d: 0.2]``; a later context ending i
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numba
 import numpy as np
-import torch
 
 from ..errors import ConfigError
 from ..tree import DraftTree
+from ._kernels import add_node, discount, fill_template, grown, init_root, shift_in, sort_desc, to_tree, tree_buffers
+from ._ngram import PAD, NgramTable, claim, context_hash, longest_row
+from ._state import load_table_state, table_state
 from ._template import compile_template, template_paths
-from ._ngram import NgramTable, claim, context_hash, find
-from ._topk import top_probs
-from .base import Drafter
+from .base import Drafter, Outcome, Request
 
 __all__ = ["Stand"]
-
-PAD = -2  # history slots before the start of the text
 
 
 @numba.njit(cache=True)
 def _histories(tail, tokens, parents):
     """``(n, N)`` last ``N`` tokens ending at each node (``tail``: the ``N`` ending at the root)."""
-    n, big_n = tokens.shape[0], tail.shape[0]
-    hist = np.empty((n, big_n), np.int64)
+    hist = np.empty((tokens.shape[0], tail.shape[0]), np.int64)
     hist[0] = tail
-    for i in range(1, n):
-        p = parents[i]
-        for j in range(big_n - 1):
-            hist[i, j] = hist[p, j + 1]
-        hist[i, big_n - 1] = tokens[i]
+    for i in range(1, tokens.shape[0]):
+        shift_in(hist, i, parents[i], tokens[i])
     return hist
 
 
 @numba.njit(cache=True)
-def _merge_rows(keys, tok, w, stamp, count, hist, nodes, top_tok, top_p, n_min, max_count, now):
-    """Average each node's top-k distribution into its rows of order ``n_min..N``.
+def _merge_rows(tab, hist, nodes, top_tok, top_p, n_min, max_count, now):
+    """Average each node's top-k distribution into its rows of order ``n_min..N``: the old row
+    weighs ``c / (c + 1)``, the new one ``1 / (c + 1)``, ``c`` the row's count (capped).
 
     Shapes: hist ``(n, N)``, nodes ``(m,)`` (indices into hist / top_*), top_* ``(n, k)``.
     """
+    tok, w, count = tab.tok, tab.w, tab.count
     k = tok.shape[1]
     big_n = hist.shape[1]
-    ut = np.empty(2 * k, np.int32)
-    uw = np.empty(2 * k, np.float32)
+    ut = np.empty(k + top_tok.shape[1], np.int32)
+    uw = np.empty(k + top_tok.shape[1], np.float32)
     for j in range(nodes.shape[0]):
         i = nodes[j]
         for order in range(n_min, big_n + 1):
             if hist[i, big_n - order] == PAD:
                 break
-            s = claim(keys, tok, w, stamp, count, context_hash(hist[i], big_n, order), now)
+            s = claim(tab, context_hash(hist[i], big_n, order), now)
             c = count[s]
             a = c / (c + 1.0)
             b = 1.0 / (c + 1.0)
@@ -87,15 +83,7 @@ def _merge_rows(keys, tok, w, stamp, count, hist, nodes, top_tok, top_p, n_min, 
                     ut[m] = t
                     uw[m] = b * top_p[i, r]
                     m += 1
-            for q in range(1, m):  # descending by weight
-                t, x = ut[q], uw[q]
-                z = q - 1
-                while z >= 0 and uw[z] < x:
-                    ut[z + 1] = ut[z]
-                    uw[z + 1] = uw[z]
-                    z -= 1
-                ut[z + 1] = t
-                uw[z + 1] = x
+            sort_desc(ut, uw, m)
             for r in range(k):
                 if r < m:
                     tok[s, r] = ut[r]
@@ -106,65 +94,65 @@ def _merge_rows(keys, tok, w, stamp, count, hist, nodes, top_tok, top_p, n_min, 
             count[s] = min(c + 1.0, max_count)
 
 
-@numba.njit(cache=True)
-def _lookup(keys, hist_row, n_min):
-    """Slot of the longest known context ending ``hist_row`` (order >= n_min), or -1."""
-    big_n = hist_row.shape[0]
-    for order in range(big_n, n_min - 1, -1):
-        if hist_row[big_n - order] == PAD:
-            continue
-        s = find(keys, context_hash(hist_row, big_n, order))
-        if s >= 0:
-            return s
-    return -1
+class _Scratch(NamedTuple):
+    """Working arrays of a best-first draft of up to ``n - 1`` nodes, allocated once."""
+
+    hist: np.ndarray  # (n, N) int64: the last N tokens ending at each node
+    c_par: np.ndarray  # (n * width,) int64: candidate children (parent, token, score, taken)
+    c_tok: np.ndarray
+    c_sc: np.ndarray
+    c_used: np.ndarray
+    key: np.ndarray  # (k,) float64 Gumbel keys / log q of one row
+    q: np.ndarray  # (k,) float64
+    taken: np.ndarray  # (k,) bool
+    prop_order: np.ndarray  # (n, width) int64: draws per expanded node, in order, -1 padded
+    prop_supp: np.ndarray  # (n, k) int64 / float32: the distribution they were drawn from
+    prop_q: np.ndarray
+
+
+def _scratch(n: int, big_n: int, k: int, width: int) -> _Scratch:
+    return _Scratch(np.empty((n, big_n), np.int64), np.empty(n * width, np.int64), np.empty(n * width, np.int64),
+                    np.empty(n * width, np.float32), np.empty(n * width, np.bool_), np.empty(k, np.float64),
+                    np.empty(k, np.float64), np.empty(k, np.bool_), np.full((n, width), -1, np.int64),
+                    np.full((n, k), -1, np.int64), np.zeros((n, k), np.float32))
 
 
 @numba.njit(cache=True)
-def _draft(keys, tok, w, tail, n_min, budget, width, shrink, gumbel, inv_temp,
-           out_tok, out_par, out_dep, out_sc, prop_order, prop_supp, prop_q):
+def _draft(tab, tail, opts, gumbel, inv_temp, buf, sc):
     """Best-first tree of up to ``budget`` nodes below the root; returns the node count.
 
-    Each node offers ``width`` children from the longest matching context, the candidate with
-    the highest path score is added next. Greedy (``gumbel`` is None): the row's most likely
-    tokens. Sampling: Gumbel-top-k over ``log q``, ``q`` the row at temperature ``1 / inv_temp``,
-    i.e. ``width`` draws without replacement from ``q``, recorded per expanded node in
-    ``prop_order`` (draw order, -1 padded), ``prop_supp`` / ``prop_q`` (the distribution).
-    A draw's score depends on its rank, not on the token drawn (see the comment below), and
-    never increases along a draw sequence, so a budget cut keeps a prefix of it.
-    Shapes: tail ``(N,)``, out_* ``(budget + 1,)``, gumbel / prop_supp / prop_q
-    ``(budget + 1, k)``, prop_order ``(budget + 1, width)``.
+    ``opts = (n_min, budget, width, shrink)``. Each node offers ``width`` children from the
+    longest matching context; the candidate with the highest path score is added next. Greedy
+    (``gumbel`` is None): the row's most likely tokens. Sampling: Gumbel-top-k over ``log q``,
+    ``q`` the row at temperature ``1 / inv_temp``, i.e. ``width`` draws without replacement
+    from ``q``, recorded per expanded node in ``sc.prop_order`` (draw order, -1 padded) and
+    ``sc.prop_supp`` / ``sc.prop_q`` (the distribution). A draw's score depends on its rank, not
+    on the token drawn (see the comment below), and never increases along a draw sequence, so a
+    budget cut keeps a prefix of it.
+    Shapes: tail ``(N,)``, buf / sc ``>= budget + 1`` nodes, gumbel ``(budget + 1, k)``.
     """
-    big_n = tail.shape[0]
+    n_min, budget, width, shrink = opts
+    tok, w = tab.tok, tab.w
     k = tok.shape[1]
-    hist = np.empty((budget + 1, big_n), np.int64)
+    hist, c_par, c_tok, c_sc, c_used = sc.hist, sc.c_par, sc.c_tok, sc.c_sc, sc.c_used
+    key, q, taken = sc.key, sc.q, sc.taken
     hist[0] = tail
-    out_tok[0] = tail[big_n - 1]
-    out_par[0] = -1
-    out_dep[0] = 0
-    out_sc[0] = 1.0
-    cap = (budget + 1) * width
-    c_par = np.empty(cap, np.int64)
-    c_tok = np.empty(cap, np.int64)
-    c_sc = np.empty(cap, np.float32)
-    c_used = np.zeros(cap, np.bool_)
-    key = np.empty(k, np.float64)
-    q = np.empty(k, np.float64)
-    taken = np.zeros(k, np.bool_)
+    init_root(buf, tail[tail.shape[0] - 1])
     nc = 0
     m = 1
     expand = 0
     while True:
-        s = _lookup(keys, hist[expand], n_min)
+        s = longest_row((tab.keys, n_min), hist[expand])
         if s >= 0:
             if gumbel is None:
                 for r in range(min(width, k)):
                     t = tok[s, r]
                     if t < 0:
                         break
-                    p = w[s, r]
                     c_par[nc] = expand
                     c_tok[nc] = t
-                    c_sc[nc] = out_sc[expand] * (p / (1.0 + shrink * p))
+                    c_sc[nc] = buf.scores[expand] * discount(w[s, r], shrink)
+                    c_used[nc] = False
                     nc += 1
             else:
                 top = -1e300
@@ -178,8 +166,8 @@ def _draft(keys, tok, w, tail, n_min, budget, width, shrink, gumbel, inv_temp,
                     total += q[r]
                 for r in range(k):
                     q[r] /= total
-                    prop_supp[expand, r] = tok[s, r]
-                    prop_q[expand, r] = q[r]
+                    sc.prop_supp[expand, r] = tok[s, r]
+                    sc.prop_q[expand, r] = q[r]
                     key[r] = key[r] + gumbel[expand, r] if q[r] > 0 else -1e300
                     taken[r] = False
                 for j in range(min(width, k)):
@@ -190,13 +178,14 @@ def _draft(keys, tok, w, tail, n_min, budget, width, shrink, gumbel, inv_temp,
                     if best < 0:
                         break
                     taken[best] = True
-                    prop_order[expand, j] = tok[s, best]
+                    sc.prop_order[expand, j] = tok[s, best]
                     # The j-th draw is scored by the j-th largest q (the row is sorted), never by
                     # what was drawn: whether a draw makes it into the tree must not depend on its
                     # value, or the verifier's rejection chain would see a biased sample.
                     c_par[nc] = expand
                     c_tok[nc] = tok[s, best]
-                    c_sc[nc] = out_sc[expand] * (q[j] / (1.0 + shrink * q[j]))
+                    c_sc[nc] = buf.scores[expand] * discount(q[j], shrink)
+                    c_used[nc] = False
                     nc += 1
         if m > budget:
             break
@@ -207,59 +196,9 @@ def _draft(keys, tok, w, tail, n_min, budget, width, shrink, gumbel, inv_temp,
         if best < 0:
             break
         c_used[best] = True
-        par = c_par[best]
-        out_tok[m] = c_tok[best]
-        out_par[m] = par
-        out_dep[m] = out_dep[par] + 1
-        out_sc[m] = c_sc[best]
-        for j in range(big_n - 1):
-            hist[m, j] = hist[par, j + 1]
-        hist[m, big_n - 1] = c_tok[best]
+        add_node(buf, m, c_par[best], c_tok[best], c_sc[best])
+        shift_in(hist, m, c_par[best], c_tok[best])
         expand = m
-        m += 1
-    return m
-
-
-@numba.njit(cache=True)
-def _fill_template(keys, tok, w, tail, n_min, tpl_parent, tpl_rank, shrink, out_tok, out_par, out_dep, out_sc, where):
-    """Fill a rank-path template (see ``_template``) from the longest known contexts.
-
-    Template node ``j`` becomes candidate ``tpl_rank[j]`` of its parent's row; ``where[j]`` is
-    its output index, or -1 when the row is unknown or shorter. Returns the node count.
-    Shapes: tpl_* / where / out_* ``(T,)``, tail ``(N,)``.
-    """
-    big_n = tail.shape[0]
-    n_tpl = tpl_parent.shape[0]
-    hist = np.empty((n_tpl, big_n), np.int64)
-    slot = np.full(n_tpl, -2, np.int64)  # -2: not looked up yet
-    hist[0] = tail
-    out_tok[0] = tail[big_n - 1]
-    out_par[0] = -1
-    out_dep[0] = 0
-    out_sc[0] = 1.0
-    where[0] = 0
-    m = 1
-    for j in range(1, n_tpl):
-        where[j] = -1
-        pj = where[tpl_parent[j]]
-        if pj < 0:
-            continue
-        if slot[pj] == -2:
-            slot[pj] = _lookup(keys, hist[pj], n_min)
-        s = slot[pj]
-        r = tpl_rank[j]
-        if s < 0 or r >= tok.shape[1] or tok[s, r] < 0:
-            continue
-        t = tok[s, r]
-        p = w[s, r]
-        where[j] = m
-        out_tok[m] = t
-        out_par[m] = pj
-        out_dep[m] = out_dep[pj] + 1
-        out_sc[m] = out_sc[pj] * (p / (1.0 + shrink * p))
-        for z in range(big_n - 1):
-            hist[m, z] = hist[pj, z + 1]
-        hist[m, big_n - 1] = t
         m += 1
     return m
 
@@ -283,8 +222,9 @@ class Stand(Drafter):
             sampling randomness is left untouched).
 
     When decoding greedily the children are each context's most likely tokens; when sampling
-    they are drawn without replacement from the stored distribution at the sampling
-    temperature (Gumbel-top-k), and the verifier accepts them by rejection sampling.
+    (``Request.temperature`` set) they are drawn without replacement from the stored
+    distribution at the sampling temperature (Gumbel-top-k), and the verifier accepts them by
+    rejection sampling.
     """
 
     name = "stand"
@@ -307,10 +247,13 @@ class Stand(Drafter):
         self.max_order, self.min_order, self.width = int(max_order), int(min_order), int(width)
         self.shrink, self.max_count = float(shrink), float(max_count)
         self.table = NgramTable(int(k), max_bytes)
+        self.top_k = self.table.k
         self.seed = seed
+        self.temperature: float | None = None
         self._rng = np.random.default_rng(seed)
+        self._buf = tree_buffers(1)
+        self._scratch = _scratch(1, self.max_order, self.table.k, self.width)
         self.template: list[tuple[int, ...]] | None = None
-        self.record = False
         self.use_template(template)
 
     def use_template(self, template: Sequence[Sequence[int]] | None) -> None:
@@ -324,9 +267,9 @@ class Stand(Drafter):
             return
         self.template = template_paths(template, self.table.k)
         self._tpl_parent, self._tpl_rank = compile_template(self.template, self.table.k)
-        self.position_hits = np.zeros(len(self._tpl_parent), np.int64)
-        self.position_steps = 0
-        self._last = None
+        n = len(self._tpl_parent)
+        self._tpl_buf = tree_buffers(n)
+        self._tpl_hist = np.empty((n, self.max_order), np.int64)
 
     def _tail(self, context: np.ndarray) -> np.ndarray:
         tail = np.full(self.max_order, PAD, np.int64)
@@ -334,82 +277,77 @@ class Stand(Drafter):
         tail[self.max_order - len(c) :] = c
         return tail
 
+    def begin(self, request: Request) -> None:
+        self.temperature = request.temperature
+
     def propose(self, context: np.ndarray, budget: int) -> DraftTree:
         root = int(context[-1])
-        self._last_tail = self._tail(context)
         if budget <= 0:
             return DraftTree.root_only(root)
-        t = self.table
         if self.template is not None:
-            return self._propose_template(budget)
+            return self.template_draft(context)[0].prune(budget)
+        t = self.table
         n = budget + 1
-        out_tok = np.empty(n, np.int64)
-        out_par = np.empty(n, np.int32)
-        out_dep = np.empty(n, np.int32)
-        out_sc = np.empty(n, np.float32)
-        temp = self.sampling_temperature
+        self._buf = grown(self._buf, n)
+        if self._scratch.hist.shape[0] < n:
+            self._scratch = _scratch(max(n, 2 * self._scratch.hist.shape[0]), self.max_order, t.k, self.width)
+        sc = self._scratch
+        temp = self.temperature
         gumbel = None
-        prop_order = np.full((n, self.width), -1, np.int64)
-        prop_supp = np.full((n, t.k), -1, np.int64)
-        prop_q = np.zeros((n, t.k), np.float32)
         if temp is not None:
             gumbel = self._rng.gumbel(size=(n, t.k))
-        m = _draft(t.keys, t.tok, t.w, self._last_tail, self.min_order, int(budget), self.width, self.shrink,
-                   gumbel, 1.0 / max(temp or 1.0, 1e-3), out_tok, out_par, out_dep, out_sc, prop_order, prop_supp,
-                   prop_q)
+            sc.prop_order[:n] = -1
+            sc.prop_supp[:n] = -1
+            sc.prop_q[:n] = 0.0
+        m = _draft(t.arrays, self._tail(context), (self.min_order, int(budget), self.width, self.shrink), gumbel,
+                   1.0 / max(temp or 1.0, 1e-3), self._buf, sc)
         proposals = {}
         if temp is not None:
             for i in range(m):
-                drawn = prop_order[i][prop_order[i] >= 0]
+                drawn = sc.prop_order[i][sc.prop_order[i] >= 0]
                 if drawn.size:
-                    keep = prop_supp[i] >= 0
-                    proposals[i] = (drawn, prop_supp[i][keep], prop_q[i][keep])
-        return DraftTree(out_tok[:m], out_par[:m], out_dep[:m], out_sc[:m], proposals)
+                    keep = sc.prop_supp[i] >= 0
+                    proposals[i] = (drawn.copy(), sc.prop_supp[i][keep].copy(), sc.prop_q[i][keep].copy())
+        return to_tree(self._buf, m, proposals)
 
-    def _propose_template(self, budget: int) -> DraftTree:
+    def template_draft(self, context: np.ndarray) -> tuple[DraftTree, np.ndarray]:
+        """The whole template filled after ``context`` (not pruned), and for each of its nodes
+        the template position it fills (``(m,)`` int64, root = 0). Needs :meth:`use_template`."""
         t = self.table
-        n = len(self._tpl_parent)
-        out_tok = np.empty(n, np.int64)
-        out_par = np.empty(n, np.int32)
-        out_dep = np.empty(n, np.int32)
-        out_sc = np.empty(n, np.float32)
-        where = np.empty(n, np.int64)
-        m = _fill_template(t.keys, t.tok, t.w, self._last_tail, self.min_order, self._tpl_parent, self._tpl_rank,
-                           self.shrink, out_tok, out_par, out_dep, out_sc, where)
-        tree = DraftTree(out_tok[:m], out_par[:m], out_dep[:m], out_sc[:m])
-        if self.record:
-            position = np.empty(m, np.int64)
-            hit = where >= 0
-            position[where[hit]] = np.flatnonzero(hit)
-            self._last = (tree, position)
-        return tree.prune(budget)
+        buf = self._tpl_buf
+        m = fill_template(longest_row, (t.keys, self.min_order), (t.tok, t.w), self._tail(context),
+                          (self._tpl_parent, self._tpl_rank), self.shrink, self._tpl_hist, buf)
+        position = np.empty(m, np.int64)
+        hit = buf.where >= 0
+        position[buf.where[hit]] = np.flatnonzero(hit)
+        return to_tree(buf, m), position
 
-    def observe(self, tree: DraftTree, accepted: np.ndarray, logits: torch.Tensor) -> None:
+    def observe(self, outcome: Outcome) -> None:
         """Merge every verified node's top-k distribution into its contexts' rows.
 
         The accepted path is merged last, so if the table must evict, the real text's rows are
         the freshest.
         """
-        if self.record and self._last is not None:
-            mine, position = self._last
-            self._last = None
-            if len(mine) == len(tree) and np.array_equal(mine.tokens, tree.tokens):  # verified unchanged
-                self.position_steps += 1
-                self.position_hits[position[np.asarray(accepted)]] += 1
-        tail = getattr(self, "_last_tail", None)
-        if tail is None or tail[-1] != tree.tokens[0]:
-            tail = self._tail(tree.tokens[:1])
-        hist = _histories(tail, tree.tokens.astype(np.int64), tree.parents.astype(np.int64))
-        top_tok, top_p = top_probs(logits, self.table.k)
+        tree = outcome.tree
+        hist = _histories(self._tail(outcome.context), tree.tokens.astype(np.int64), tree.parents.astype(np.int64))
+        top_tok, top_p = outcome.top(self.table.k)
+        accepted = np.asarray(outcome.accepted, np.int64)
         rejected = np.ones(len(tree), dtype=bool)
         rejected[accepted] = False
-        nodes = np.concatenate([np.flatnonzero(rejected), np.asarray(accepted, dtype=np.int64)])
+        nodes = np.concatenate([np.flatnonzero(rejected), accepted])
         t = self.table
         t.now += 1
-        _merge_rows(t.keys, t.tok, t.w, t.stamp, t.count, hist, nodes, top_tok, top_p, self.min_order,
-                    self.max_count, t.now)
+        _merge_rows(t.arrays, hist, nodes, top_tok, top_p, self.min_order, self.max_count, t.now)
 
     def reset(self) -> None:
         self.table.clear()
-        self._last_tail = None
         self._rng = np.random.default_rng(self.seed)
+
+    # ------------------------------------------------------------------ saved state
+    def state(self) -> dict:
+        """What was learnt: the n-gram table's arrays (see :class:`~retrodraft.drafters._ngram.NgramTable`)."""
+        return table_state(self.table)
+
+    def load_state(self, d: dict) -> None:
+        """Take over a table saved by :meth:`state` (same ``k`` and ``max_bytes``)."""
+        load_table_state(self.table, d, self.name)

@@ -9,12 +9,19 @@ Shards are independent jobs on any ``concurrent.futures.Executor``: a local proc
 default, or a cluster's (``dask.distributed.Client(...).get_executor()``), so building scales
 past one machine without code of our own. Each job writes its two files and returns their
 checksums; the header is written last and the folder renamed into place only when all are done.
+
+The local pool's workers never outlive the build: they ignore Ctrl-C (the parent handles it and
+kills them), and on Linux the kernel kills them when the parent dies, even by SIGKILL
+(``PR_SET_PDEATHSIG``). Partial folders that a killed build left behind are removed by the next
+build of the same index.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
+import sys
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
@@ -25,24 +32,9 @@ import numpy as np
 from ..errors import ConfigError, SourceError
 from .format import FORMAT, SEPARATOR, VERSION, sha256_file, tokenizer_fingerprint, write_header
 from .sources import SourceStats, iter_documents, iter_files
+from .store import suffix_array  # re-exported: its home was here
 
 __all__ = ["build_index", "suffix_array", "build_shard"]
-
-
-def suffix_array(tokens: np.ndarray) -> np.ndarray:
-    """``(n,)`` suffix array of an int32 token stream (-1 separators sort last)."""
-    from pydivsufsort import divsufsort
-
-    t = np.where(tokens < 0, 0xFFFFFF, tokens).astype(np.uint32)
-    if t.size and int(t.max()) > 0xFFFFFF:
-        raise ConfigError("token ids above 2^24 are not supported by the index format.")
-    b = np.empty((t.size, 3), np.uint8)
-    b[:, 0] = t >> 16
-    b[:, 1] = (t >> 8) & 0xFF
-    b[:, 2] = t & 0xFF
-    sa = divsufsort(b.reshape(-1))
-    sa = sa[sa % 3 == 0] // 3
-    return sa.astype(np.int32 if tokens.size < 2**31 else np.int64)
 
 
 def build_shard(folder: str, name: str, tokens: np.ndarray) -> dict:
@@ -56,6 +48,41 @@ def build_shard(folder: str, name: str, tokens: np.ndarray) -> dict:
         np.save(f, arr)
         files[kind] = {"name": f.name, "bytes": f.stat().st_size, "sha256": sha256_file(f)}
     return {"name": name, "tokens": int(tokens.size), "files": files}
+
+
+def _init_worker(parent: int) -> None:
+    """Pool worker setup: leave Ctrl-C to the parent, and die with it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """Kill a local pool's workers now (a shard being sorted is not waited for)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for p in procs:
+        p.kill()
+    for p in procs:
+        p.join(5)
+
+
+def _remove_stale_partials(out: Path) -> None:
+    """Delete partial folders of ``out`` whose build process is gone (killed builds)."""
+    for tmp in out.parent.glob(f".{out.name}.partial-*"):
+        pid = tmp.name.rpartition("-")[2]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:
+            pass  # alive, someone else's
 
 
 def build_index(sources: Sequence[str], tokenizer, out: str | Path, include: Sequence[str] = (),
@@ -84,14 +111,18 @@ def build_index(sources: Sequence[str], tokenizer, out: str | Path, include: Seq
         raise ConfigError(f"shard_tokens must be at least 1000, got {shard_tokens}.")
     if out.exists() and not force:
         raise ConfigError(f"{out} already exists; pass --force to replace it.")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ConfigError(f"workers must be a positive integer, got {workers!r}.")
     files = iter_files(sources, include, exclude) if token_docs is None else []
     stats = SourceStats()
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
+    _remove_stale_partials(out)
     own_pool = executor is None
-    pool = executor or ProcessPoolExecutor(max_workers=workers or os.cpu_count())
+    pool = executor or ProcessPoolExecutor(max_workers=workers or os.cpu_count(), initializer=_init_worker,
+                                           initargs=(os.getpid(),))
     t0 = time.perf_counter()
     try:
         from tqdm.auto import tqdm
@@ -172,6 +203,8 @@ def build_index(sources: Sequence[str], tokenizer, out: str | Path, include: Seq
             tmp.rename(out)
         return header
     except BaseException:
+        if own_pool:
+            _kill_workers(pool)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:

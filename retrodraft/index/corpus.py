@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import IndexFormatError, IndexMismatchError
-from .format import read_header, sha256_file, tokenizer_fingerprint
+from .format import SEPARATOR, read_header, sha256_file, shard_file, tokenizer_fingerprint
 from .search import continuations, count_trie, longest_match
 
 __all__ = ["CorpusIndex", "Retrieved", "retrieve"]
@@ -73,8 +73,10 @@ class CorpusIndex:
 
     Args:
         path: the index folder.
-        verify: recompute every shard checksum now (slow on big indexes; ``retrodraft index
-            verify`` does the same). Without it, sizes and array headers are still checked.
+        verify: recompute every shard checksum and check every value's range now (slow on big
+            indexes; ``retrodraft index verify`` does the same). Without it, the header's fields,
+            file names, sizes, dtypes and shapes are still checked; lookups never read outside
+            the arrays whatever their contents.
     """
 
     def __init__(self, path: str | Path, verify: bool = False) -> None:
@@ -92,16 +94,21 @@ class CorpusIndex:
             self.verify()
 
     def _map(self, shard: dict, kind: str) -> np.ndarray:
-        f = self.path / shard["files"][kind]["name"]
+        f = shard_file(self.path, shard["files"][kind]["name"])
         if not f.is_file():
             raise IndexFormatError(f"{self.path}: shard file {f.name} is missing; rebuild the index.")
         if f.stat().st_size != shard["files"][kind]["bytes"]:
             raise IndexFormatError(f"{self.path}: {f.name} is {f.stat().st_size} bytes, the header says "
                                    f"{shard['files'][kind]['bytes']} (truncated or corrupted); rebuild the index.")
         try:
-            return np.load(f, mmap_mode="r")
-        except (ValueError, OSError) as e:
+            arr = np.lib.format.open_memmap(f, mode="r")
+        except (ValueError, OSError, EOFError) as e:
             raise IndexFormatError(f"{self.path}: {f.name} is not a readable array ({e}); rebuild the index.") from None
+        allowed = (np.dtype(np.int32),) if kind == "tokens" else (np.dtype(np.int32), np.dtype(np.int64))
+        if arr.ndim != 1 or arr.dtype not in allowed or not arr.dtype.isnative:
+            raise IndexFormatError(f"{self.path}: {f.name} holds a {arr.dtype} array of shape {arr.shape}, not the "
+                                   f"1-D {' or '.join(map(str, allowed))} the format needs; rebuild the index.")
+        return arr
 
     # ------------------------------------------------------------------ facts
     @property
@@ -123,16 +130,27 @@ class CorpusIndex:
                 f"--tokenizer set to the model.")
 
     def verify(self) -> list[str]:
-        """Recompute every shard file's sha256; raise on the first mismatch, else return the names checked."""
+        """Recompute every shard file's sha256 and check the arrays' values (token ids below the
+        vocabulary size, suffix-array entries inside the stream); raise on the first fault, else
+        return the names checked."""
         checked = []
-        for shard in self.header["shards"]:
+        vocab = self.header["tokenizer"].get("vocab_size")
+        for shard, (tok, sa) in zip(self.header["shards"], self.shards):
             for kind in ("tokens", "sa"):
                 meta = shard["files"][kind]
-                got = sha256_file(self.path / meta["name"])
+                got = sha256_file(shard_file(self.path, meta["name"]))
                 if got != meta["sha256"]:
                     raise IndexFormatError(f"{self.path}: {meta['name']} fails its checksum (sha256 {got[:12]}..., "
                                            f"header {meta['sha256'][:12]}...): corrupted; rebuild the index.")
                 checked.append(meta["name"])
+            lo, hi = _value_range(tok)
+            if lo < SEPARATOR or (isinstance(vocab, int) and hi >= vocab):
+                raise IndexFormatError(f"{self.path}: shard {shard['name']} holds token ids from {lo} to {hi}, outside "
+                                       f"the tokenizer's 0..{vocab}; rebuild the index.")
+            lo, hi = _value_range(sa)
+            if len(sa) and (lo < 0 or hi >= len(sa)):
+                raise IndexFormatError(f"{self.path}: shard {shard['name']}'s suffix array points outside its "
+                                       f"{len(sa)} tokens ({lo}..{hi}); rebuild the index.")
         return checked
 
     # ------------------------------------------------------------------ lookups
@@ -149,6 +167,19 @@ class CorpusIndex:
         return retrieve(self.shards, context, max_len, min_len, depth, max_matches)
 
     def info(self) -> dict:
+        """The header's facts, for ``retrodraft index info``."""
         h = self.header
         return {"path": str(self.path), "version": h["version"], "tokenizer": h["tokenizer"], "stats": h["stats"],
                 "shards": [{"name": s["name"], "tokens": s["tokens"]} for s in h["shards"]]}
+
+
+def _value_range(arr: np.ndarray, chunk: int = 1 << 24) -> tuple[int, int]:
+    """``(min, max)`` of a possibly memory-mapped array, read in chunks; ``(0, -1)`` when empty."""
+    if not len(arr):
+        return 0, -1
+    lo, hi = None, None
+    for i in range(0, len(arr), chunk):
+        block = np.asarray(arr[i:i + chunk])
+        bl, bh = int(block.min()), int(block.max())
+        lo, hi = bl if lo is None else min(lo, bl), bh if hi is None else max(hi, bh)
+    return lo, hi

@@ -1,7 +1,9 @@
 """Suffix-array kernels: longest matching suffix, and the continuations that follow it.
 
 Everything works on one shard's ``tokens`` (int32, documents separated by -1) and its suffix
-array ``sa``. Both may be read-only memory maps; the kernels only touch the pages they compare.
+array ``sa``. Both may be read-only memory maps; the kernels only touch the pages they compare,
+and never read outside ``tokens`` even when ``sa`` is corrupted (positions out of range compare
+as shorter than any pattern and continue nothing).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ def _cmp(tokens, start, pattern, p0):
     n = tokens.shape[0]
     for j in range(p0, pattern.shape[0]):
         i = start + j - p0
-        if i >= n:
+        if i >= n or i < 0:
             return -1
         a = tokens[i]
         b = pattern[j]
@@ -83,7 +85,7 @@ def continuations(tokens, sa, lo, hi, skip, depth, max_matches):
         start = sa[row] + skip
         for j in range(depth):
             i = start + j
-            if i >= n or tokens[i] < 0:
+            if i >= n or i < 0 or tokens[i] < 0:
                 break
             out[r, j] = tokens[i]
     return out

@@ -55,10 +55,12 @@ def build_code_index(tokenizer: str, out: str | Path, sources: Sequence[str] | N
                        force=force, progress=progress, tokenizer_name=tokenizer, **kwargs)
 
 
-def code_assistant(index: str | Path | Sequence[str | Path] | None = None, budget: int | str = "auto") -> RetroDraft:
+def code_assistant(index: str | Path | Sequence[str | Path] | None = None, budget: int | str | None = None,
+                   sizing: str | None = None) -> RetroDraft:
     """RetroDraft drafting from the model's habits, the stub and the indexed code base (and any
-    documents added per request, see :func:`add_symbol_context`)."""
-    return RetroDraft(drafters=["recycling", "lookup", "retrieval"], index=index, budget=budget)
+    documents added per request, see :func:`add_symbol_context`); ``budget`` / ``sizing`` as for
+    :class:`~retrodraft.RetroDraft`."""
+    return RetroDraft(drafters=["recycling", "lookup", "retrieval"], index=index, budget=budget, sizing=sizing)
 
 
 @dataclass(frozen=True)

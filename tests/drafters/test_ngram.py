@@ -32,7 +32,7 @@ def test_rows_behave_like_a_dict_until_full(contexts):
     ref = {}
     for i, ctx in enumerate(contexts):
         a = np.array(ctx, np.int64)
-        s = claim(t.keys, t.tok, t.w, t.stamp, t.count, np.uint64(context_hash(a, len(a), len(a))), i + 1)
+        s = claim(t.arrays, np.uint64(context_hash(a, len(a), len(a))), i + 1)
         t.tok[s, 0] = i
         ref[tuple(ctx)] = i
     for ctx, i in ref.items():
@@ -45,7 +45,7 @@ def test_a_full_table_evicts_the_stalest_row_and_keeps_its_size():
     t = NgramTable(2, 64 * (8 + 16 + 12))  # 64 slots
     for i in range(1000):
         a = np.array([i], np.int64)
-        s = claim(t.keys, t.tok, t.w, t.stamp, t.count, np.uint64(context_hash(a, 1, 1)), i + 1)
+        s = claim(t.arrays, np.uint64(context_hash(a, 1, 1)), i + 1)
         t.tok[s, 0] = i
     assert t.used == t.slots == 64
     # the most recent key is always findable; a key from the distant past is gone

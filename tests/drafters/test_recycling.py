@@ -4,7 +4,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import outcome
 from retrodraft.drafters._template import PAPER80, TEMPLATES, compile_template, template_paths
+from retrodraft.drafters.base import Request
 from retrodraft.drafters.recycling import TokenRecycling
 from retrodraft.errors import ConfigError
 from retrodraft.tree import DraftTree
@@ -13,7 +15,7 @@ from retrodraft.tree import DraftTree
 def _filled(vocab=10, k=2, template=None):
     """succ[5] = [7, 3], succ[7] = [8, -1], succ[3] = [1, 2], as in the module docstring."""
     d = TokenRecycling(k=k, template=template or [[0], [1], [0, 0], [0, 1], [1, 0], [1, 1]], shrink=0.0)
-    d.begin(np.array([5]), vocab)
+    d.begin(Request(np.array([5]), vocab))
     d.succ[5] = [7, 3]
     d.prob[5] = [0.6, 0.2]
     d.succ[7] = [8, -1]
@@ -29,7 +31,7 @@ def _path_scores(tree):
 
 def test_observe_writes_topk_of_every_node_into_its_tokens_row():
     d = TokenRecycling(k=3)
-    d.begin(np.array([4]), 6)
+    d.begin(Request(np.array([4]), 6))
     tree = DraftTree.from_paths(4, [[2, 5]])  # nodes: 4, 2, 5
     logits = torch.tensor(
         [
@@ -38,7 +40,7 @@ def test_observe_writes_topk_of_every_node_into_its_tokens_row():
             [0.0, 0.0, 0.0, 0.0, 9.0, 0.0],  # after 5: 4, ...
         ]
     )
-    d.observe(tree, np.array([0]), logits)  # only the root accepted: rejected nodes count too
+    d.observe(outcome([4], tree, [0], logits))  # only the root accepted: rejected nodes count too
     assert d.succ[4].tolist() == [1, 3, 2]
     assert d.succ[2][:2].tolist() == [0, 5]
     assert d.succ[5][0] == 4
@@ -50,12 +52,12 @@ def test_observe_writes_topk_of_every_node_into_its_tokens_row():
 
 def test_observe_prefers_the_accepted_node_when_a_token_repeats():
     d = TokenRecycling(k=1)
-    d.begin(np.array([0]), 4)
+    d.begin(Request(np.array([0]), 4))
     tree = DraftTree.from_arrays([0, 3, 2, 3], [-1, 0, 0, 2])  # token 3 at nodes 1 and 3
     logits = torch.zeros(4, 4)
     logits[1, 1] = 5.0  # node 1 (accepted) says 3 -> 1
     logits[3, 2] = 5.0  # node 3 (rejected, later in the tree) says 3 -> 2
-    d.observe(tree, np.array([0, 1]), logits)
+    d.observe(outcome([0], tree, [0, 1], logits))
     assert d.succ[3, 0] == 1
 
 
@@ -105,41 +107,41 @@ def test_reset_clears_the_matrix():
 
 def test_state_persists_across_begin_with_the_same_vocab():
     d = _filled()
-    d.begin(np.array([1, 2]), 10)
+    d.begin(Request(np.array([1, 2]), 10))
     assert d.succ[5].tolist() == [7, 3]
 
 
 def test_begin_with_another_vocab_reallocates():
     d = _filled()
-    d.begin(np.array([1]), 20)
+    d.begin(Request(np.array([1]), 20))
     assert d.succ.shape == (20, 2) and (d.succ == -1).all()
 
 
-def test_observe_before_begin_allocates_from_the_logits():
+def test_observe_before_begin_sizes_the_matrix_to_the_tokens_seen():
     d = TokenRecycling(k=2)
     logits = torch.zeros(1, 7)
     logits[0, 6] = 1.0
-    d.observe(DraftTree.root_only(3), np.array([0]), logits)
+    d.observe(outcome([3], DraftTree.root_only(3), [0], logits))
     assert d.succ.shape == (7, 2) and d.succ[3, 0] == 6
 
 
 def test_k_larger_than_vocab_leaves_unknown_candidates():
     d = TokenRecycling(k=4, template=[[0], [1], [2], [3]])
-    d.begin(np.array([0]), 3)
-    d.observe(DraftTree.root_only(0), np.array([0]), torch.tensor([[1.0, 2.0, 3.0]]))
+    d.begin(Request(np.array([0]), 3))
+    d.observe(outcome([0], DraftTree.root_only(0), [0], torch.tensor([[1.0, 2.0, 3.0]])))
     assert d.succ[0].tolist() == [2, 1, 0, -1]
     assert sorted(d.propose(np.array([0]), 8).paths()) == [[0], [1], [2]]
 
 
 def test_observe_then_propose_round_trip():
     d = TokenRecycling(k=2, template="paper80")
-    d.begin(np.array([0]), 5)
+    d.begin(Request(np.array([0]), 5))
     # a chain 0 -> 1 -> 2 -> 3 -> 4 -> 0 with confident logits
     tree = DraftTree.from_paths(0, [[1, 2, 3, 4]])
     logits = torch.full((5, 5), -10.0)
     for i in range(5):
         logits[i, (i + 1) % 5] = 10.0
-    d.observe(tree, np.arange(5), logits)
+    d.observe(outcome([0], tree, np.arange(5), logits))
     chain = d.propose(np.array([2]), budget=4)
     assert chain.paths() == [[3, 4, 0, 1]]
     assert np.all(np.diff(chain.scores) <= 0)
@@ -152,7 +154,7 @@ def test_paths_follow_the_matrix_and_scores_multiply(seed, budget, template):
     vocab, k = 12, 8
     shrink = float(rng.choice([0.0, 0.5]))
     d = TokenRecycling(k=k, template=template, shrink=shrink)
-    d.begin(np.array([0]), vocab)
+    d.begin(Request(np.array([0]), vocab))
     for t in range(vocab):
         d.succ[t] = rng.permutation(vocab)[:k]
         d.succ[t, rng.random(k) < 0.2] = -1

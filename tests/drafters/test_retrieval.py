@@ -4,6 +4,8 @@ import torch
 
 from helpers import tiny_model
 from retrodraft import RetroDraft
+from helpers import outcome
+from retrodraft.drafters.base import Request
 from retrodraft.drafters.retrieval import Retrieval
 from retrodraft.errors import ConfigError
 from retrodraft.index import build_index
@@ -26,7 +28,7 @@ class _Tok:
 def test_drafts_what_followed_the_longest_suffix_in_the_datastore():
     d = Retrieval(min_len=1, depth=3)
     d.add_documents([[1, 2, 3, 4, 5], [9, 2, 3, 7, 8], [2, 3, 4, 6]])
-    d.begin(np.array([0]), 300)
+    d.begin(Request(np.array([0]), 300))
     tree = d.propose(np.array([5, 2, 3]), 10)
     # "2 3" is followed by 4 (twice) and 7 (once): 4 scores higher
     assert sorted(tree.paths()) == [[4, 5], [4, 6], [7, 8]]
@@ -38,7 +40,7 @@ def test_drafts_what_followed_the_longest_suffix_in_the_datastore():
 
 def test_prompt_is_a_datastore_too():
     d = Retrieval(min_len=2)
-    d.begin(np.array([7, 8, 9, 10, 7, 8]), 300)
+    d.begin(Request(np.array([7, 8, 9, 10, 7, 8]), 300))
     assert d.propose(np.array([7, 8]), 4).paths() == [[9, 10, 7]]  # the last prompt token is the root
 
 
@@ -82,10 +84,10 @@ def _scores(tree):
 def test_model_estimates_prune_what_the_model_would_not_say():
     d = Retrieval(min_len=1, depth=2, miss=0.25)
     d.add_documents([[1, 2, 3, 4, 5], [9, 2, 3, 4, 6], [2, 3, 7, 8]])
-    d.begin(np.array([0]), 300)
+    d.begin(Request(np.array([0]), 300))
     plain = _scores(d.propose(np.array([5, 2, 3]), 10))
     # The model's top-k after 3 holds 7 (p=0.6) but not 4; nothing is known after 4 or 7.
-    d.prior = _Prior({(3, 7): 0.6})
+    d.use_estimator(_Prior({(3, 7): 0.6}))
     pruned = _scores(d.propose(np.array([5, 2, 3]), 10))
     assert plain[(4,)] > plain[(7,)] and pruned[(7,)] > pruned[(4,)]
     assert pruned[(4,)] == pytest.approx(plain[(4,)] * 0.25)
@@ -99,8 +101,9 @@ def test_model_estimates_prune_what_the_model_would_not_say():
 
 def test_assistant_gives_retrieval_the_recycling_estimates():
     a = RetroDraft(drafters=["recycling", "lookup", "retrieval"])
-    assert a.drafters[2].prior is a.drafters[0]
-    assert RetroDraft(drafters=["lookup", "retrieval"]).drafters[1].prior is None
+    assert a.drafters[2].estimator is a.drafters[0]
+    assert a.drafters[2].prior is a.drafters[0]  # the old name still reads it
+    assert RetroDraft(drafters=["lookup", "retrieval"]).drafters[1].estimator is None
 
 
 @pytest.mark.parametrize("miss", [-0.1, 1.5, "x", True])
@@ -113,11 +116,11 @@ def test_recycling_estimates_come_from_its_matrix():
     from retrodraft.drafters.recycling import TokenRecycling
 
     r = TokenRecycling(k=2)
-    r.begin(np.array([0]), 10)
+    r.begin(Request(np.array([0]), 10))
     logits = torch.full((1, 10), -10.0)
     logits[0, 4], logits[0, 5] = 3.0, 2.0
     from retrodraft.tree import DraftTree
 
-    r.observe(DraftTree.root_only(3), np.array([0]), logits)
+    r.observe(outcome([3], DraftTree.root_only(3), [0], logits))
     est = r.next_token_estimate(np.array([3, 3, 3, 8]), np.array([4, 5, 6, 4]))
     assert est[0] > est[1] > 0 and est[2] == 0 and np.isnan(est[3])

@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import outcome
+from retrodraft.drafters.base import Request
 from retrodraft.drafters.stand import Stand
 from retrodraft.errors import ConfigError
 from retrodraft.tree import DraftTree
@@ -16,8 +18,7 @@ def _logits(vocab, probs: dict):
 
 def _teach(d, context, probs_at_root, vocab=10):
     """Verify a root-only tree after ``context`` whose model distribution is ``probs_at_root``."""
-    d.propose(np.array(context), 0)
-    d.observe(DraftTree.root_only(context[-1]), np.array([0]), _logits(vocab, probs_at_root)[None])
+    d.observe(outcome(context, DraftTree.root_only(context[-1]), [0], _logits(vocab, probs_at_root)[None]))
 
 
 def test_repeated_contexts_average_their_distributions():
@@ -58,10 +59,9 @@ def test_drafts_best_first_within_the_budget():
 
 def test_every_verified_node_teaches_its_own_context():
     d = Stand(max_order=2, k=2)
-    d.propose(np.array([1, 2]), 4)
     tree = DraftTree.from_paths(2, [[3], [4]])  # nodes 2, 3, 4; only the root accepted
     logits = torch.stack([_logits(10, {3: 1.0}), _logits(10, {8: 1.0}), _logits(10, {9: 1.0})])
-    d.observe(tree, np.array([0]), logits)
+    d.observe(outcome([1, 2], tree, [0], logits))
     assert d.table.row(np.array([2, 3]))[0][0] == 8  # a rejected node's prediction is still real
     assert d.table.row(np.array([2, 4]))[0][0] == 9
     d.reset()
@@ -87,9 +87,8 @@ def test_sampled_drafts_verified_by_rejection_emit_the_models_distribution():
     vocab, n = 8, 6000
     root_logits = torch.randn(vocab) * 1.5
     d = Stand(max_order=1, k=8, seed=1)
-    d.propose(np.array([3, 5]), 0)
-    d.observe(DraftTree.root_only(5), np.array([0]), (torch.randn(vocab) * 1.5)[None])  # q != p
-    d.sampling_temperature = 0.7
+    d.observe(outcome([3, 5], DraftTree.root_only(5), [0], (torch.randn(vocab) * 1.5)[None]))  # q != p
+    d.begin(Request(np.array([3, 5]), vocab, temperature=0.7))
     procs = LogitsProcessorList([TemperatureLogitsWarper(0.7)])
     counts = np.zeros(vocab)
     sampled = 0

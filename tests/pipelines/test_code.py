@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from retrodraft import RetroDraft, models
+from retrodraft.drafters.base import Request
 from retrodraft.pipelines.code import build_code_index, code_assistant, stdlib_path
 
 
@@ -68,7 +69,7 @@ def test_symbol_context_feeds_the_retrieval_datastore(tmp_path):
     added = add_symbol_context(a, table, "use parse_header here", Chars())
     assert [s.name for s in added] == ["parse_header"]
     retrieval = a.drafters[2]
-    retrieval.begin(np.array([1]), 300)
+    retrieval.begin(Request(np.array([1]), 300))
     ctx = np.array([ord(c) for c in "key, _, value = line."])
     tree = retrieval.propose(ctx, 8)
     assert "".join(map(chr, tree.paths()[0])) == "partitio"  # depth 8

@@ -1,0 +1,167 @@
+"""Long runs: one very long call, then many consecutive requests on one assistant.
+
+    python benchmarks/long_run.py --model smollm2-135m --tokens 10000 --requests 1000 \
+        --request-tokens 8 --out benchmarks/results/long-run/smollm2-135m-fp32.json
+
+Reports, for both runs: resident memory (RSS) at the start, along the way and at the end; every
+drafter table's bytes against its ``max_bytes`` bound; and the step time (seconds per
+verification pass) at the start versus the end. The long call's KV cache grows with its context
+by design, so its RSS growth is reported next to the cache's own size. Drafters: every learning
+drafter at once (recycling, lookup, stand, aded, and history when present), so every table is
+exercised; Stand and Aded get small ``max_bytes`` so the run also exercises eviction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+
+from retrodraft import RetroDraft, models
+from retrodraft.drafters import DRAFTERS, make_drafter
+
+
+def _rss_mb() -> float:
+    return psutil.Process().memory_info().rss / 2**20
+
+
+class _Clock:
+    """A streamer that stamps every committed token (the prompt's put is skipped)."""
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+        self._prompt_seen = False
+
+    def put(self, value) -> None:
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        self.stamps.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
+
+
+def _tables(assistant: RetroDraft) -> list[dict]:
+    """Every bounded structure a drafter holds, with its bytes and its bound."""
+    out = []
+    for d in assistant.drafters:
+        for attr in ("table", "memory"):
+            t = getattr(d, attr, None)
+            if t is None or not hasattr(t, "nbytes"):
+                continue
+            bound = getattr(t, "max_bytes", None)
+            out.append({"drafter": d.name, "structure": attr, "bytes": int(t.nbytes),
+                        "max_bytes": None if bound is None else int(bound),
+                        "within_bound": None if bound is None else bool(t.nbytes <= bound)})
+        if d.name == "recycling":
+            succ = getattr(d, "succ", None)
+            if succ is not None:
+                prob = getattr(d, "prob", None)
+                out.append({"drafter": d.name, "structure": "matrix (vocab x k, fixed)",
+                            "bytes": int(succ.nbytes + (prob.nbytes if prob is not None else 0)),
+                            "max_bytes": None, "within_bound": None})
+    return out
+
+
+def _step_times(stamps: list[float], committed: list[int], window: int) -> tuple[float, float]:
+    """Mean seconds per step over the first and the last ``window`` steps."""
+    ends = np.cumsum(committed) - 1  # index of the last token each step committed
+    t = np.asarray(stamps)
+    ends = ends[ends < len(t)]
+    step_t = np.diff(t[ends])
+    w = min(window, len(step_t) // 2)
+    return float(np.mean(step_t[:w])), float(np.mean(step_t[-w:]))
+
+
+def _make_assistant(small_tables: int) -> RetroDraft:
+    names = ["recycling", "lookup", "stand", "aded"] + (["history"] if "history" in DRAFTERS else [])
+    drafters = [make_drafter(n, max_bytes=small_tables) if n in ("stand", "aded") else make_drafter(n)
+                for n in names]
+    return RetroDraft(drafters=drafters)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--tokens", type=int, default=10_000, help="new tokens of the long call")
+    ap.add_argument("--requests", type=int, default=1000, help="consecutive requests")
+    ap.add_argument("--request-tokens", type=int, default=8, help="new tokens per request")
+    ap.add_argument("--table-bytes", type=int, default=4 * 2**20, help="max_bytes of stand and aded")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+
+    torch.manual_seed(0)
+    model, tok = models.load(args.model, dtype=args.dtype)
+    questions = [json.loads(line)["turns"][0] for line in
+                 Path(__file__).parent.joinpath("data/spec_bench/question.jsonl").read_text().splitlines()]
+
+    def encode(text: str) -> torch.Tensor:
+        return tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                       return_tensors="pt", return_dict=True)["input_ids"]
+
+    result: dict = {"command": "python benchmarks/long_run.py " + shlex.join(sys.argv[1:]),
+                    "model": args.model, "dtype": args.dtype, "torch": torch.__version__,
+                    "threads": torch.get_num_threads()}
+
+    # ---- one long call
+    assistant = _make_assistant(args.table_bytes)
+    ids = encode("Write a long, detailed history of computing, chapter by chapter.")
+    rss0 = _rss_mb()
+    clock = _Clock()
+    t0 = time.perf_counter()
+    out = model.generate(ids, max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False,
+                         assistant=assistant, streamer=clock)
+    wall = time.perf_counter() - t0
+    stats = assistant.stats
+    committed = list(getattr(stats, "committed", None) or stats.accepted)
+    first, last = _step_times(clock.stamps, committed, window=200)
+    cfg = model.config
+    kv_mb = (2 * cfg.num_hidden_layers * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads)
+             * out.shape[1] * model.dtype.itemsize) / 2**20
+    result["long_call"] = {
+        "new_tokens": int(out.shape[1] - ids.shape[1]), "wall_s": wall, "steps": stats.steps,
+        "mean_committed": stats.mean_accepted, "rss_start_mb": rss0, "rss_end_mb": _rss_mb(),
+        "kv_cache_mb_at_end": kv_mb, "step_s_first_200": first, "step_s_last_200": last,
+        "tables": _tables(assistant),
+    }
+    print(json.dumps(result["long_call"], indent=1), flush=True)
+    del out
+
+    # ---- many consecutive requests on one assistant
+    assistant = _make_assistant(args.table_bytes)
+    rss_trace, walls, mats = [], [], []
+    rss0 = _rss_mb()
+    for r in range(args.requests):
+        q = questions[r % len(questions)]
+        ids = encode(q)
+        t0 = time.perf_counter()
+        model.generate(ids, max_new_tokens=args.request_tokens, do_sample=False, assistant=assistant)
+        walls.append(time.perf_counter() - t0)
+        mats.append(assistant.stats.mean_accepted)
+        if r % 50 == 0 or r == args.requests - 1:
+            rss_trace.append((r, _rss_mb()))
+            print(f"request {r}: rss {rss_trace[-1][1]:.0f} MB, wall {walls[-1]:.3f} s", flush=True)
+    w = min(100, args.requests // 2)
+    result["requests"] = {
+        "requests": args.requests, "new_tokens_each": args.request_tokens,
+        "rss_start_mb": rss0, "rss_end_mb": _rss_mb(), "rss_by_request": rss_trace,
+        "request_s_first_100": float(np.mean(walls[:w])), "request_s_last_100": float(np.mean(walls[-w:])),
+        "mean_committed_first_100": float(np.mean(mats[:w])), "mean_committed_last_100": float(np.mean(mats[-w:])),
+        "tables": _tables(assistant),
+    }
+    print(json.dumps(result["requests"], indent=1), flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,375 @@
+"""The cross-request memory (SuffixMemory) and the ``history`` drafter with edit-aware copying."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from helpers import ARCHS, SEEDS, tiny_model
+from retrodraft import RetroDraft
+from retrodraft.drafters import make_drafter
+from retrodraft.drafters.base import Outcome, Request
+from retrodraft.drafters.history import History
+from retrodraft.errors import ConfigError
+from retrodraft.memory import SEP, SuffixMemory
+
+
+# ------------------------------------------------------------------------------------ reference
+def _stream(seqs):
+    out = []
+    for i, s in enumerate(seqs):
+        if i:
+            out.append(SEP)
+        out += [int(t) for t in s]
+    return out
+
+
+def _brute(seqs, ctx, max_len):
+    """(length, {next: count}, first next position) of the longest suffix of ctx[-max_len:] that
+    occurred in the stream with a token after it."""
+    t = _stream(seqs)
+    c = [int(x) for x in ctx[-max_len:]]
+    for length in range(len(c), 0, -1):
+        suf = c[-length:]
+        ends = [e for e in range(length - 1, len(t) - 1) if t[e - length + 1: e + 1] == suf]
+        if ends:
+            nxt = {}
+            for e in ends:
+                if t[e + 1] != SEP:
+                    nxt[t[e + 1]] = nxt.get(t[e + 1], 0) + 1
+            return length, nxt, ends[0] + 1
+    return 0, {}, -1
+
+
+def _check_against_brute(mem, seqs, ctx, max_len):
+    length, nxt, pos = _brute(seqs, ctx, max_len)
+    m = mem.match(np.asarray(ctx, np.int64), max_len)
+    assert m.length == length, (seqs, ctx, max_len)
+    if length:
+        assert m.pos == pos
+        assert mem.continuations(np.asarray(ctx, np.int64), max_len) == nxt
+
+
+# ------------------------------------------------------------------------------------ memory
+def test_memory_docstring_example():
+    m = SuffixMemory()
+    m.add([5, 6, 7, 8])
+    m.add([1, 6, 7, 9])
+    hit = m.match(np.array([4, 6, 7]))
+    assert hit.length == 2 and hit.count == 2
+    assert m.continuations(np.array([4, 6, 7])) == {8: 1, 9: 1}
+    assert m.read(hit.pos, 4, hit.generation).tolist() == [8]  # stops at the request boundary
+    assert m.sequences()[1].tolist() == [1, 6, 7, 9]
+
+
+@settings(max_examples=60, deadline=None)
+@given(seqs=st.lists(st.lists(st.integers(0, 4), max_size=30), min_size=1, max_size=5),
+       tail=st.lists(st.lists(st.integers(0, 4), max_size=6), max_size=4),
+       queries=st.lists(st.tuples(st.lists(st.integers(0, 5), min_size=1, max_size=12), st.integers(1, 10)),
+                        min_size=1, max_size=6))
+def test_memory_lookups_match_brute_force(seqs, tail, queries):
+    # Finished requests, then an open one extended chunk by chunk (as a request is decoded).
+    m = SuffixMemory(max_bytes=1 << 20)
+    for s in seqs:
+        m.add(s)
+    m.start()
+    for chunk in tail:
+        m.extend(chunk)
+    held = seqs + [sum(tail, [])]
+    for ctx, max_len in queries:
+        _check_against_brute(m, held, ctx, max_len)
+        # the open request's own suffix: only earlier occurrences count
+        if held[-1]:
+            _check_against_brute(m, held, held[-1], max_len)
+
+
+def test_context_occurring_only_at_the_end_is_not_a_match():
+    m = SuffixMemory()
+    m.extend([1, 2, 3, 4])
+    assert m.match(np.array([1, 2, 3, 4])).length == 0  # nothing follows it
+    m.extend([9, 3, 4])
+    assert m.match(np.array([9, 3, 4])).length == 2  # [3, 4] occurred before, followed by 9
+    assert m.continuations(np.array([9, 3, 4])) == {9: 1}
+
+
+def test_periodic_text_counts_are_exact():
+    # "1 1 1 ..." has suffix-link chains as long as the text: counts fall back to a full recount.
+    m = SuffixMemory()
+    m.add([1] * 1500)
+    assert m.continuations(np.array([1, 1])) == {1: 1498}
+    m.start()
+    m.extend([1] * 1200)
+    assert m.continuations(np.array([1, 1])) == {1: 1498 + 1198}
+
+
+def test_eviction_keeps_bytes_and_requests_under_budget():
+    rng = np.random.default_rng(0)
+    m = SuffixMemory(max_bytes=1 << 16, max_requests=7)
+    added = []
+    for i in range(200):
+        s = rng.integers(0, 6, int(rng.integers(1, 90))).tolist()
+        m.add(s)
+        added.append(s)
+        assert m.nbytes <= m.max_bytes
+        assert m.n_requests <= 7
+        assert m.n_tokens <= m.max_tokens
+    kept = [s.tolist() for s in m.sequences()]
+    assert kept == added[-len(kept):]  # the oldest went first
+    assert m.generation > 0  # evictions happened
+    for q in range(20):
+        _check_against_brute(m, kept, rng.integers(0, 6, 8), 6)
+
+
+def test_one_request_longer_than_the_budget_keeps_its_tail():
+    m = SuffixMemory(max_bytes=1 << 16, max_requests=1)
+    m.start()
+    rng = np.random.default_rng(1)
+    seq = rng.integers(0, 50, 3000)
+    for i in range(0, 3000, 100):
+        m.extend(seq[i: i + 100])
+        assert m.nbytes <= m.max_bytes
+    held = m.sequences()[-1]
+    assert 0 < held.size < 3000 and held.tolist() == seq[-held.size:].tolist()
+    _check_against_brute(m, [held.tolist()], seq[-40:-20], 10)
+
+
+def test_bad_budgets_are_refused():
+    with pytest.raises(ConfigError, match="max_bytes"):
+        SuffixMemory(max_bytes=1000)
+    with pytest.raises(ConfigError, match="max_requests"):
+        SuffixMemory(max_requests=0)
+    with pytest.raises(ConfigError, match="token ids"):
+        SuffixMemory().add([1, -5])
+
+
+def test_shared_memory_is_thread_safe():
+    # 8 threads add their own sequences and look up concurrently; nothing is lost or mixed.
+    m = SuffixMemory()
+    errors = []
+
+    def work(t):
+        rng = np.random.default_rng(t)
+        try:
+            for i in range(25):
+                seq = (t * 1000 + rng.integers(0, 40, 60)).tolist()
+                m.add(seq)
+                hit = m.match(np.asarray(seq[:20]))
+                assert hit.length == 20
+                assert seq[20] in m.continuations(np.asarray(seq[:20]))
+                m.draft(np.asarray(seq[:30]), np.full(100, 0.9))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    seqs = m.sequences()
+    assert len(seqs) == 200
+    for s in seqs:  # every stored request is one thread's, whole
+        assert s.size == 60 and len(set((s // 1000).tolist())) == 1
+
+
+# ------------------------------------------------------------------------------------ drafter
+def _outcome(ctx, tree, accepted, committed):
+    n = len(tree)
+    return Outcome(np.asarray(ctx, np.int64), tree, np.asarray(accepted, np.int64), np.asarray(committed, np.int64),
+                   np.zeros((n, 1), np.int32), np.zeros((n, 1), np.float32))
+
+
+def _step(drafter, ctx, truth, i, budget):
+    """One greedy step against the known output ``truth``: returns (tree, new context, new i)."""
+    tree = drafter.propose(ctx, budget)
+    kids = tree.children()
+    node, acc, k = 0, [0], i
+    while k < len(truth) and int(truth[k]) in kids[node]:
+        node = kids[node][int(truth[k])]
+        acc.append(node)
+        k += 1
+    committed = truth[i: k + 1]
+    drafter.observe(_outcome(ctx, tree, acc, committed))
+    return tree, np.concatenate([ctx, committed]), k + 1
+
+
+def _run(drafter, prompt, truth, budget=32, until=None):
+    """Decode ``truth`` after ``prompt`` (the first token given by the prefill), stopping early
+    once ``until`` tokens are out; returns (steps, context, tokens out)."""
+    drafter.begin(Request(np.asarray(prompt, np.int64), 10_000))
+    ctx = np.concatenate([prompt, truth[:1]]).astype(np.int64)
+    i, steps = 1, 0
+    while i < len(truth) and (until is None or i < until):
+        _, ctx, i = _step(drafter, ctx, truth, i, budget)
+        steps += 1
+    return steps, ctx, i
+
+
+def _has_path(tree, path):
+    kids, node = tree.children(), 0
+    for t in path:
+        if int(t) not in kids[node]:
+            return False
+        node = kids[node][int(t)]
+    return True
+
+
+def _source(seed=0, n=300):
+    rng = np.random.default_rng(seed)
+    src = rng.permutation(np.arange(100, 5000))[:n]  # distinct tokens: one place per token
+    prompt = np.concatenate([rng.integers(5000, 6000, 10), src, rng.integers(5000, 6000, 5)])
+    return src, prompt
+
+
+def test_propose_has_no_side_effects():
+    d = History()
+    src, prompt = _source()
+    out = src.copy()
+    out[50] = 7
+    _, ctx, i = _run(d, prompt, out, until=60)
+    before = (d.local.n_tokens, d.local.nbytes, d.memory.n_tokens, repr(d._ptr), dict(d._rules))
+    a, b = d.propose(ctx, 24), d.propose(ctx, 24)
+    assert a.tokens.tolist() == b.tokens.tolist() and a.parents.tolist() == b.parents.tolist()
+    assert np.array_equal(a.scores, b.scores) and len(a) > 1
+    assert (d.local.n_tokens, d.local.nbytes, d.memory.n_tokens, repr(d._ptr), dict(d._rules)) == before
+
+
+def test_trees_respect_budget_and_scores_fall_along_paths():
+    d = History()
+    rng = np.random.default_rng(3)
+    d.memory.add(rng.integers(0, 5, 400))  # repetitive: bushy tries
+    ctx = rng.integers(0, 5, 50)
+    for budget in (1, 5, 32, 64):
+        t = d.propose(ctx, budget)
+        assert 1 < len(t) <= budget + 1
+        assert np.all(t.scores[1:] <= t.scores[t.parents[1:]] + 1e-7)
+        assert np.all((t.scores[1:] > 0) & (t.scores[1:] <= 1))
+
+
+def test_previous_requests_are_drafted_from_memory():
+    d = History()
+    rng = np.random.default_rng(4)
+    answer = rng.integers(100, 200, 80)
+    _run(d, rng.integers(0, 100, 20), answer)  # request 1 answers `answer`
+    d.begin(Request(rng.integers(0, 100, 20), 10_000))  # request 1 goes into the memory
+    assert d.memory.n_requests == 1
+    ctx = np.concatenate([rng.integers(0, 100, 20), answer[:10]])
+    t = d.propose(ctx, 32)
+    assert _has_path(t, answer[10:30])
+
+
+def test_long_unique_match_drafts_a_deep_chain():
+    d = History()
+    src, prompt = _source(1)
+    d.begin(Request(prompt, 10_000))
+    ctx = np.concatenate([prompt, src[:40]])
+    t = d.propose(ctx, 64)
+    assert t.max_depth >= 60 and _has_path(t, src[40:100])
+    # a two-token match drafts shallow (adaptive depth: alpha * match length)
+    short = d.propose(np.concatenate([prompt, [1, 2], src[:2]]), 64)
+    assert 1 < short.max_depth <= 4
+
+
+def test_substitution_resumes_the_source():
+    # Output copies the source with token 100 replaced by 7: right after the divergence the
+    # source's continuation after the replaced token is drafted, deep.
+    d = History()
+    src, prompt = _source(2)
+    out = src.copy()
+    out[100] = 7
+    _, ctx, i = _run(d, prompt, out, until=101)
+    assert ctx[-1] == 7
+    t = d.propose(ctx, 32)
+    assert _has_path(t, src[101:125])
+    off = History(copy=False)
+    _, ctx2, _ = _run(off, prompt, out, until=101)
+    assert np.array_equal(ctx, ctx2) and not _has_path(off.propose(ctx2, 32), src[101:105])
+
+
+def test_insertion_and_deletion_reanchor():
+    src, prompt = _source(3)
+    # insertion: 5 new tokens before src[100]; after the first resumed token the pointer is back
+    out = np.concatenate([src[:100], [7, 8, 9, 10, 11], src[100:]])
+    d = History()
+    _, ctx, i = _run(d, prompt, out, until=106)
+    assert ctx[-1] == src[100]
+    assert _has_path(d.propose(ctx, 32), src[101:125])
+    # deletion: src[100:103] skipped; two tokens later drafting continues after them
+    out = np.concatenate([src[:100], src[103:]])
+    d = History()
+    _, ctx, i = _run(d, prompt, out, until=102)
+    assert i >= 102
+    assert _has_path(d.propose(ctx, 32), out[i: i + 20])
+
+
+def test_rename_rule_drafts_later_occurrences_renamed():
+    src, prompt = _source(4)
+    x = int(src[60])
+    src[[120, 200]] = x  # the identifier occurs three times
+    prompt = np.concatenate([prompt[:10], src, prompt[-5:]])
+    out = src.copy()
+    out[out == x] = 7  # renamed everywhere
+    d = History()
+    _, ctx, i = _run(d, prompt, out, budget=8, until=190)  # steps of at most 9 tokens
+    assert d._rules and 190 <= i < 200  # the edit was learnt
+    t = d.propose(ctx, 32)
+    assert _has_path(t, out[i: i + 16])  # through the renamed third occurrence
+    assert _has_path(t, src[i:201])  # the unedited source stays a weaker branch
+    steps_on, _, _ = _run(History(), prompt, out)
+    steps_off, _, _ = _run(History(copy=False), prompt, out)
+    assert steps_on < steps_off
+
+
+def test_remember_output_only_and_shared_memory_budget():
+    shared = SuffixMemory(max_bytes=1 << 17, max_requests=4)
+    a, b = History(memory=shared, remember="output"), History(memory=shared)
+    rng = np.random.default_rng(5)
+    for i in range(12):
+        for d in (a, b):
+            _run(d, rng.integers(0, 50, 30), rng.integers(50, 90, 40))
+            d.flush()
+            assert shared.nbytes <= shared.max_bytes and shared.n_requests <= 4
+    lengths = sorted(s.size for s in shared.sequences())
+    assert 40 in lengths and 70 in lengths  # output only vs prompt + output
+    a.reset()
+    assert shared.n_requests > 0  # a shared memory is its owner's to clear
+
+
+def test_chat_prompt_resending_history_is_stored_once():
+    d = History()
+    rng = np.random.default_rng(6)
+    p1, o1 = rng.integers(0, 50, 30), rng.integers(50, 90, 20)
+    _run(d, p1, o1)
+    p2 = np.concatenate([p1, o1, rng.integers(0, 50, 10)])
+    _run(d, p2, rng.integers(50, 90, 20))
+    d.flush()
+    assert [s.size for s in d.memory.sequences()] == [50, 30]
+
+
+def test_make_drafter_and_bad_options():
+    assert make_drafter("history").name == "history"
+    with pytest.raises(ConfigError, match="remember"):
+        History(remember="prompts")
+    with pytest.raises(ConfigError, match="max_depth"):
+        History(max_depth=0)
+    with pytest.raises(ConfigError, match="SuffixMemory"):
+        History(memory={})
+
+
+# ------------------------------------------------------------------------------------ with a model
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("drafters", [["history"], ["history", "recycling", "lookup"]])
+def test_greedy_output_is_identical_across_requests(arch, drafters):
+    model = tiny_model(arch, seed=SEEDS[arch])
+    assistant = RetroDraft(drafters=drafters, budget=16)
+    gen = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(3, 96, (1, 12), generator=gen) for _ in range(2)]
+    for ids in prompts + prompts:  # the repeats are drafted from the memory of the first two
+        ref = model.generate(ids, max_new_tokens=40, do_sample=False)
+        out = model.generate(ids, max_new_tokens=40, do_sample=False, assistant=assistant)
+        assert torch.equal(out, ref), (arch, drafters)
+    # the last call repeated an earlier one: the memory drafted it in long blocks
+    assert assistant.stats.mean_accepted > 4

@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from retrodraft.cost import CostModel
+from retrodraft.sizing import TreeSizer
+from retrodraft.tree import DraftTree
+
+
+def _chain(scores):
+    return DraftTree.from_paths(0, [list(range(1, len(scores) + 1))], [scores])
+
+
+def test_initial_trust_discounts_the_drafters_until_evidence_arrives():
+    cm = CostModel(np.array([1, 64]), np.array([1.0, 1.0]))
+    assert TreeSizer(cm, trust=0.5).calibrated(np.array([0.9]))[0] == pytest.approx(0.4625)
+    sizer = TreeSizer(cm, trust=0.5, prior=2.0)
+    tree = _chain([0.9])
+    for _ in range(50):
+        sizer.observe(tree, np.array([0, 1]))  # always accepted
+    assert sizer.calibrated(np.array([0.9]))[0] > 0.95
+
+
+def test_flat_cost_verifies_every_useful_node():
+    sizer = TreeSizer(CostModel(np.array([1, 64]), np.array([1.0, 1.0])), prior=1e6)
+    assert sizer.choose(_chain([0.9, 0.8, 0.7, 0.1])) == 4
+
+
+def test_steep_cost_falls_back_to_plain_decoding():
+    # Each extra token costs as much as a whole pass: no guess below certainty pays.
+    sizer = TreeSizer(CostModel(np.array([1, 64]), np.array([1.0, 64.0])), prior=1e6)
+    assert sizer.choose(_chain([0.6, 0.5, 0.4])) == 0
+
+
+def test_picks_the_size_with_the_best_expected_rate():
+    cm = CostModel(np.array([1, 2, 3, 4]), np.array([1.0, 1.1, 1.6, 1.7]))
+    sizer = TreeSizer(cm, prior=1e6)
+    scores = [0.95, 0.9, 0.85]
+    cal = sizer.calibrated(np.array(scores))
+    rates = [(1 + cal[:n].sum()) / cm.seconds_for(n + 1) for n in range(4)]
+    assert sizer.choose(_chain(scores)) == int(np.argmax(rates))
+
+
+def test_calibration_learns_that_confident_drafters_were_wrong():
+    # Each extra token costs half a pass: worth it at 0.9, not at what was really accepted.
+    sizer = TreeSizer(CostModel(np.array([1, 64]), np.array([1.0, 32.5])), prior=2.0, trust=1.0)
+    tree = _chain([0.9, 0.9, 0.9])
+    before = sizer.calibrated(np.array([0.9]))[0]
+    assert sizer.choose(tree) == 3
+    for _ in range(50):
+        sizer.observe(tree, np.array([0]))  # nothing accepted, ever
+    after = sizer.calibrated(np.array([0.9]))[0]
+    assert before == pytest.approx(0.925) and after < 0.05
+    assert sizer.choose(tree) == 0
+    assert sizer.expected_accepted(tree) == pytest.approx(1 + 3 * after)
