@@ -3,6 +3,7 @@
 #   make venv      create .venv and install retrodraft with every extra (idempotent)
 #   make models    fetch the small real model (smollm2-135m) into the cache if missing
 #   make test      fast tests (not marked slow); make test-all runs everything
+#   make fuzz      thousands of fuzzed exactness cases, 8 threads x 50 requests on one assistant
 #   make browser   headless Chromium + chromedriver from Debian for the trace page test (needs root)
 #   make demo      plain vs RetroDraft generation on a few prompts
 #   make bench     the documented default benchmark (Qwen2.5-Coder-1.5B bf16, HumanEval; see README)
@@ -12,7 +13,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.retrodraft-installed
 
-.PHONY: venv models browser test test-all demo bench
+.PHONY: venv models browser test test-all fuzz demo bench
 
 venv: $(STAMP)
 
@@ -41,6 +42,15 @@ test: venv models browser
 
 test-all: venv models browser
 	$(PY) -m pytest -q
+
+# FUZZ_CASES random cases (see tests/test_fuzz.py; FUZZ_SEED picks another set), then the shared-use
+# and interruption tests with 50 requests per thread. Prints the cases run and the mismatches.
+FUZZ_CASES ?= 3000
+FUZZ_SEED  ?= 0
+
+fuzz: venv
+	RETRODRAFT_FUZZ_CASES=$(FUZZ_CASES) RETRODRAFT_FUZZ_SEED=$(FUZZ_SEED) RETRODRAFT_RELIABILITY_REQUESTS=50 \
+		$(PY) -m pytest -q -s -p no:cacheprovider tests/test_fuzz.py tests/test_reliability.py
 
 demo: venv models
 	$(VENV)/bin/retrodraft demo

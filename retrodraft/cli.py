@@ -412,7 +412,7 @@ def _add_cost(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "cost",
         help="measure (or show the cached) cost of verifying T tokens in one pass",
-        description="budget='auto' sizes every tree from this curve: seconds per forward pass of T tokens for "
+        description="sizing='auto' sizes every tree from this curve: seconds per forward pass of T tokens for "
                     "this model, device, dtype and thread count. It is measured on first use and cached; this "
                     "command shows it, and --refresh measures it again (e.g. after a hardware or library change).",
         epilog="example:\n  retrodraft cost --model qwen2.5-coder-1.5b --dtype bfloat16 --refresh --plot cost.png",

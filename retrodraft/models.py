@@ -9,7 +9,7 @@ and converts it once with transformers into a plain float32 ``save_pretrained`` 
     <cache>/models/<name>/    config.json, model.safetensors, tokenizer.json, ...
 
 ``<cache>`` is ``$RETRODRAFT_CACHE`` or ``~/.cache/retrodraft``. Converting takes 20 s to a few
-minutes; loading the converted folder afterwards takes 1-3 s.
+minutes, once; loading the converted folder afterwards takes seconds.
 
 Example::
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -153,6 +154,7 @@ class _Served:
             self.assistant = RetroDraft(**kwargs)
             log.info("retrodraft: no saved state at %s yet; starting cold", self.state)
         atexit.register(self.save, "shutdown")
+        _save_on_signals()
 
     def finished(self) -> None:
         """Log the request just decoded; save the state every ``save_every`` requests."""
@@ -180,6 +182,35 @@ class _Served:
             log.warning("retrodraft: could not save the state to %s: %s", self.state, e)
         finally:
             lock.release()
+
+
+_SIGNALS_HOOKED = False
+
+
+def _save_on_signals() -> None:
+    """Save every served state on SIGTERM / SIGINT, then let the signal do what it did before.
+
+    uvicorn shuts down on these signals and then re-raises them with the handlers it found, so a
+    process stopped this way exits without running ``atexit``; a handler installed now (before
+    the server starts) is what it finds.
+    """
+    global _SIGNALS_HOOKED
+    if _SIGNALS_HOOKED or threading.current_thread() is not threading.main_thread():
+        return
+    _SIGNALS_HOOKED = True
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+
+        def handler(signum, frame, previous=previous):
+            for served in list(_SERVED.values()):
+                served.save("shutdown")
+            if callable(previous):
+                previous(signum, frame)
+            else:
+                signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+                signal.raise_signal(signum)
+
+        signal.signal(sig, handler)
 
 
 def _folder_tokenizer(folder: Path):

@@ -28,7 +28,7 @@ def _drafters(reference, prompt_len, kind):
     return [kind]  # a registered drafter name
 
 
-DRAFTER_KINDS = ["random", "oracle", "recycling", "lookup", "stand", "aded"]
+DRAFTER_KINDS = ["random", "oracle", "recycling", "lookup", "stand", "aded", "history"]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -240,8 +240,9 @@ def test_assisted_generation_arguments_are_refused():
 
 
 def test_the_cache_is_compacted_once_per_step(monkeypatch):
-    import retrodraft.generate as gen
+    import importlib
 
+    gen = importlib.import_module("retrodraft.generate")  # the module, not the function of that name
     calls = []
     real = gen.compact
     monkeypatch.setattr(gen, "compact", lambda *a: calls.append(a) or real(*a))

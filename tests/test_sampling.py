@@ -95,7 +95,7 @@ def _drafters(kind):
     return [Stand(seed=0) if name == "stand" else name for name in kind.split("+")]
 
 
-@pytest.mark.parametrize("kind", ["random", "recycling+lookup", "aded", "stand", "stand+recycling"])
+@pytest.mark.parametrize("kind", ["random", "recycling+lookup", "aded", "stand", "stand+recycling", "history+recycling"])
 @pytest.mark.parametrize("name", list(SETTINGS))
 def test_sampled_distribution_is_the_models(name, kind):
     model = _model()

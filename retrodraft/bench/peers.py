@@ -21,7 +21,7 @@ from ..tree import DraftTree
 
 __all__ = ["SuffixDecodingPeer", "SuffixParams", "MethodUnavailable", "suffix_available"]
 
-INSTALL_HINT = "install it with `bash benchmarks/install_arctic.sh` (see benchmarks/README.md)"
+INSTALL_HINT = "install it with `bash benchmarks/install_arctic.sh` (builds its C++ suffix tree; no CUDA needed)"
 
 
 class MethodUnavailable(ConfigError):

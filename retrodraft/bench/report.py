@@ -335,6 +335,7 @@ def _learning_plot(results: dict, curve: list[dict], out_dir: Path) -> str | Non
     """``learning_curve.png``: speedup (top) and MAT (bottom) against the request index, one
     column per sequence, one line per method."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     seqs = list(dict.fromkeys(r["sequence"] for r in curve))
     methods = [m for m in dict.fromkeys(r["method"] for r in curve) if m != "greedy"]
@@ -352,7 +353,8 @@ def _learning_plot(results: dict, curve: list[dict], out_dir: Path) -> str | Non
                 bottom.plot(*zip(*mats), "o-", ms=3, color=f"C{k}", label=m)
         top.axhline(1.0, color="black", lw=0.8, ls="--")
         top.set_title(seq)
-        bottom.set_xlabel("request index in the sequence")
+        bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+        bottom.set_xlabel("request in the sequence")
         if j == 0:
             top.set_ylabel("speedup over greedy (x)")
             bottom.set_ylabel("MAT (tokens per step)")

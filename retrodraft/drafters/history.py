@@ -218,23 +218,32 @@ class History(Drafter):
                 if tok.shape[0] > 1:
                     parts.append((tok, par, sc))
         ptr = self._ptr
+        unedited = None
         if self.copy and ptr is not None and ptr.ctx_len == context.shape[0]:
             depth = min(int(budget), self.max_depth)
-            for path, scores in self._pointer_paths(ptr, depth):
+            paths, unedited = self._pointer_paths(ptr, depth)
+            for path, scores in paths:
                 k = len(path)
                 parts.append((np.concatenate([[root], path]).astype(np.int64),
                               np.arange(-1, k, dtype=np.int32), np.concatenate([[1.0], scores]).astype(np.float32)))
         if not parts:
             return DraftTree.root_only(root)
-        return _fuse(root, parts).prune(int(budget))
+        tree = _fuse(root, parts)
+        if unedited is not None:
+            # Where a learnt edit applies, copying the source unedited - whichever branch drafted
+            # it (the pointer or the memory's trie) - has only the rule's remaining chance.
+            path, factor = unedited
+            _scale_subtree(tree, path, factor)
+        return tree.prune(int(budget))
 
     def _chain_scores(self, run: int, n: int, factor: float = 1.0) -> np.ndarray:
         top = self._conf.shape[0] - 1
         steps = self._conf[np.minimum(run + np.arange(n), top)]
         return factor * np.cumprod(steps)
 
-    def _pointer_paths(self, p: _Pointer, depth: int) -> list[tuple[list[int], np.ndarray]]:
-        """Token paths (below the root) the copy pointer predicts, with their path scores."""
+    def _pointer_paths(self, p: _Pointer, depth: int):
+        """Token paths (below the root) the copy pointer predicts with their path scores, and
+        ``(unedited path up to where a rule applies, 1 - the rule's confidence)`` or None."""
         mem = self.local if p.local else self.memory
         out = []
         if p.div < 0:
@@ -245,12 +254,11 @@ class History(Drafter):
                 if at >= 0:
                     s[at:] *= conf
                 out.append((edited, s))
-            if at >= 0:  # the unedited source, in case the rule does not apply here
-                plain = (list(p.pend) + src.tolist())[:depth]
-                s = self._chain_scores(p.run, len(plain))
-                s[at:] *= 1.0 - conf
-                out.append((plain, s))
-            return out
+            if at < 0:
+                return out, None
+            plain = (list(p.pend) + src.tolist())[:depth]  # in case the rule does not apply here
+            out.append((plain, self._chain_scores(p.run, len(plain))))
+            return out, (plain[: at + 1], 1.0 - conf)
         # Diverged: the source's continuation from each plausible resume point.
         j = len(p.since)
         carry = min(p.run, 64) // 2
@@ -266,7 +274,7 @@ class History(Drafter):
                 if at >= 0:
                     s[at:] *= conf
                 out.append((edited, s))
-        return out
+        return out, None
 
     def _apply_rules(self, head: list[int], src: np.ndarray, depth: int) -> tuple[list[int], int, float]:
         """``head`` + ``src`` with learnt edit rules applied, cut at ``depth``; also where the first
@@ -408,3 +416,17 @@ def _fuse(root: int, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> 
         scs.append(sc[1:])
         offset += tok.shape[0] - 1
     return DraftTree.from_arrays(np.concatenate(toks), np.concatenate(pars), np.concatenate(scs))
+
+
+def _scale_subtree(tree: DraftTree, path: list[int], factor: float) -> None:
+    """Multiply, in place, the scores of the node reached by ``path`` and of all its descendants."""
+    kids, node = tree.children(), 0
+    for t in path:
+        node = kids[node].get(int(t), -1)
+        if node < 0:
+            return
+    inside = np.zeros(len(tree), bool)
+    inside[node] = True
+    for i in range(node + 1, len(tree)):
+        inside[i] = inside[tree.parents[i]]
+    tree.scores[inside] *= np.float32(factor)
