@@ -509,7 +509,8 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
                     "them in parallel. Undecodable files are skipped and counted. The index appears at --out only "
                     "when complete.",
         epilog="examples:\n"
-               "  retrodraft index build /usr/lib/python3.11 --include '*.py' --tokenizer qwen2.5-coder-1.5b \\\n"
+               "  STDLIB=$(python -c 'import sysconfig; print(sysconfig.get_paths()[\"stdlib\"])')\n"
+               "  retrodraft index build \"$STDLIB\" --include '*.py' --tokenizer qwen2.5-coder-1.5b \\\n"
                "      --out indexes/stdlib\n"
                "  retrodraft index build data/*.jsonl --jsonl-field text --tokenizer smollm2-135m --out indexes/chat",
         formatter_class=argparse.RawDescriptionHelpFormatter)
