@@ -587,8 +587,8 @@ class SuffixMemory:
             n = _children(self._cnt, self._head, self._e_tok, self._e_to, self._e_next, m.state, toks, cnts)
             return {int(t): int(c) for t, c in zip(toks[:n], cnts[:n])}
 
-    def draft(self, context: np.ndarray, conf: np.ndarray, max_len: int = 64, alpha: float = 2.0,
-              min_depth: int = 4, max_depth: int = 64, max_nodes: int = 32, max_fanout: int = 4,
+    def draft(self, context: np.ndarray, conf: np.ndarray, max_len: int = 64, alpha: float = 4.0,
+              min_depth: int = 8, max_depth: int = 64, max_nodes: int = 32, max_fanout: int = 4,
               max_scan: int = 256, min_score: float = 1e-3):
         """A continuation trie of the longest matched suffix of ``context``.
 

@@ -61,7 +61,8 @@ def fingerprint(tokenizer) -> str:
         return tokenizer
     tok = tokenizer if hasattr(tokenizer, "get_vocab") else getattr(tokenizer, "tokenizer", None)
     if tok is None or not hasattr(tok, "get_vocab"):
-        raise ConfigError(f"a state is tied to a tokenizer: pass the model's tokenizer, got {type(tokenizer).__name__}.")
+        raise ConfigError(f"a state is tied to a tokenizer: pass the model's tokenizer, got "
+                          f"{type(tokenizer).__name__}.")
     return tokenizer_fingerprint(tok)
 
 

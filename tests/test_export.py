@@ -116,7 +116,8 @@ def test_export_writes_a_servable_folder(folders):
     assert options == {"drafters": ["recycling", "lookup"], "sizing": "auto", "save_every": 2, "state": "state"}
     with pytest.raises(ConfigError, match="already holds an export"):
         export(src, out)
-    assert main(["export", str(src), "--out", str(root / "copied"), "--copy", "--sizing", "fixed", "--budget", "6"]) == 0
+    copy_args = ["--copy", "--sizing", "fixed", "--budget", "6"]
+    assert main(["export", str(src), "--out", str(root / "copied"), *copy_args]) == 0
     copied = root / "copied"
     assert not (copied / "model.safetensors").is_symlink()
     assert json.loads((copied / "generation_config.json").read_text())["retrodraft"]["budget"] == 6

@@ -1,7 +1,6 @@
 """Saved assistant state: round trip, refusals, and exactness after a load."""
 
 import json
-import os
 import shutil
 
 import numpy as np
@@ -19,9 +18,10 @@ from retrodraft.drafters.stand import Stand
 from retrodraft.errors import StateError
 from tiny_tokenizer import tiny_tokenizer
 
-DRAFTERS = ["recycling", "lookup", "stand", "aded", "retrieval"]
+DRAFTERS = ["recycling", "lookup", "stand", "aded", "retrieval", "history"]
 # A synthetic cost curve: sizing="auto" without measuring the tiny model.
-COST = CostModel(np.array([1, 2, 4, 8, 16, 32, 64]), np.array([1.0, 1.05, 1.1, 1.2, 1.5, 2.0, 3.0]) * 1e-3, "tiny", "cpu")
+COST = CostModel(np.array([1, 2, 4, 8, 16, 32, 64]), np.array([1.0, 1.05, 1.1, 1.2, 1.5, 2.0, 3.0]) * 1e-3, "tiny",
+                 "cpu")
 PROMPTS = [[3, 7, 8, 9, 10, 7, 8, 9, 10, 7, 8], [4, 20, 21, 22, 23, 20, 21, 22], [5, 30, 31, 30, 31, 30, 31, 32, 33]]
 
 
@@ -43,7 +43,7 @@ def _generate(model, assistant, prompt, n=24):
 
 def _warm(model, **kwargs):
     a = RetroDraft(drafters=list(DRAFTERS), cost=COST, **kwargs)
-    a.drafters[-1].add_documents([[11, 12, 13, 14], [40, 41, 42]])
+    a.drafters[DRAFTERS.index("retrieval")].add_documents([[11, 12, 13, 14], [40, 41, 42]])
     for p in PROMPTS:
         _generate(model, a, p)
     return a
@@ -75,6 +75,7 @@ def test_round_trip_restores_every_array_and_drafts_the_same_trees(saved, tok):
     assert np.array_equal(loaded.sizer.state()["seen"], warm.sizer.state()["seen"])
     # something was learnt, so the comparison above could fail
     assert (warm.drafters[0].succ >= 0).any() and warm.drafters[2].table.used > 0
+    assert loaded.drafters[-1].memory.n_requests == warm.drafters[-1].memory.n_requests == len(PROMPTS)
     for ctx in ([3, 7, 8, 9], [20, 21, 22, 23, 20], [11, 12], [50, 51, 30, 31]):
         ctx = np.array(ctx, np.int64)
         for a in (warm, loaded):  # the next request (retrieval's datastore holds its prompt)

@@ -41,9 +41,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, StateError
 from ..memory import SuffixMemory, warm_up
 from ..tree import DraftTree
+from ._state import expect_array
 from .base import Drafter, Outcome, Request
 from .lookup import confidence
 
@@ -57,7 +58,9 @@ RESUME_PRIORS = (0.4, 0.25, 0.15)
 #: point is accepted when ``k <= REACH[r](j)`` for ``j`` tokens output since the divergence.
 _REACH = {1: lambda j: j + 1, 2: lambda j: j + 8, 3: lambda j: 256, 4: lambda j: 512}
 _BACK = 32  # r >= 4 may also re-anchor up to this many tokens before the divergence point
-_MAX_SINCE = 48  # output tokens after a divergence before the pointer is given up
+_HYPOTHESIS_DEPTH = 12  # tokens drafted from each resume point before the output has rejoined
+_MAX_SINCE = 48
+_LOCAL_BONUS = 16  # output tokens after a divergence before the pointer is given up
 _RULE_SRC, _RULE_OUT = 8, 16  # longest source / output span of a learnt edit rule
 
 
@@ -89,7 +92,9 @@ class History(Drafter):
             threads); default: a private one with its default budget (256 MiB, 10,000 requests).
         max_match: longest context suffix matched.
         alpha / min_depth / max_depth: draft depth ``clip(alpha * match length, min_depth,
-            max_depth)``.
+            max_depth)``. SuffixDecoding uses ``alpha = 1`` to size a fixed-length draft; here
+            the scores and the cost model cut the tree, so a deeper cap only lets a good branch
+            run (4 and 8 beat 2 and 4 on simulated copy-with-edits text, 16 and 32 drafted no better).
         max_fanout: continuations kept per node (the most frequent).
         remember: what a finished request leaves in the memory: ``"all"`` (prompt and output)
             or ``"output"``. A prompt that starts with this drafter's previous request (a chat or
@@ -101,8 +106,8 @@ class History(Drafter):
 
     name = "history"
 
-    def __init__(self, memory: SuffixMemory | None = None, max_match: int = 64, alpha: float = 2.0,
-                 min_depth: int = 4, max_depth: int = 64, max_fanout: int = 4, remember: str = "all",
+    def __init__(self, memory: SuffixMemory | None = None, max_match: int = 64, alpha: float = 4.0,
+                 min_depth: int = 8, max_depth: int = 64, max_fanout: int = 4, remember: str = "all",
                  copy: bool = True, min_anchor: int = 4, local_bytes: int = 64 << 20) -> None:
         for label, v, lo, hi in (("max_match", max_match, 1, 4096), ("min_depth", min_depth, 1, 1024),
                                  ("max_depth", max_depth, 1, 1024), ("max_fanout", max_fanout, 1, 64),
@@ -259,7 +264,9 @@ class History(Drafter):
             plain = (list(p.pend) + src.tolist())[:depth]  # in case the rule does not apply here
             out.append((plain, self._chain_scores(p.run, len(plain))))
             return out, (plain[: at + 1], 1.0 - conf)
-        # Diverged: the source's continuation from each plausible resume point.
+        # Diverged: the source's continuation from each plausible resume point, a short chain
+        # each (the step after the output rejoins the source re-anchors and drafts deep again).
+        depth = min(depth, _HYPOTHESIS_DEPTH)
         j = len(p.since)
         carry = min(p.run, 64) // 2
         seen = set()
@@ -359,24 +366,38 @@ class History(Drafter):
         return []
 
     def _reanchor(self, p: _Pointer, mem: SuffixMemory, new: np.ndarray) -> bool:
-        """Find where the source resumes after a divergence; learn the edit as a rule."""
+        """Find where the source resumes after a divergence; learn the edit as a rule.
+
+        The last ``r`` output tokens (longest first) are looked up shortly after the divergence
+        point; the last ``t`` may be left out (another edit right after the resumption, e.g. a
+        renamed identifier used twice in a line), and are then followed from the new position.
+        """
         j = len(p.since)
-        for r in range(min(8, new.shape[0]), 0, -1):
-            pattern = new[-r:]
-            reach = _REACH[min(r, 4)](j)
-            s = mem.find_near(pattern, p.div, p.div + reach + 1, p.gen)
-            if s < 0 and r >= 4:
-                s = mem.find_near(pattern, p.div - _BACK, p.div, p.gen)
-            if s < 0:
-                continue
-            matched_out = min(r, j)  # of the pattern, tokens output since the divergence
-            src_end = s + r - matched_out  # where the source resumes in the output
-            n_out = j - matched_out
-            if src_end > p.div and n_out > 0:
-                self._learn(tuple(mem.read(p.div, src_end - p.div, p.gen).tolist()), tuple(p.since[:n_out]))
-            p.run = r + min(p.run, 64) // 2
-            p.pos, p.div, p.since, p.pend = s + r, -1, [], ()
-            return True
+        n = new.shape[0]
+        for t in range(min(3, j - 1) + 1):
+            jt = j - t
+            for r in range(min(8, n - t), 0, -1):
+                pattern = new[n - t - r: n - t]
+                hi = p.div + _REACH[min(r, 4)](jt) + 1
+                if p.local:  # the current request is the local stream: not its own occurrence
+                    hi = min(hi, mem.n_tokens - t - r)
+                s = mem.find_near(pattern, p.div, hi, p.gen)
+                if s < 0 and r >= 4:
+                    s = mem.find_near(pattern, p.div - _BACK, p.div, p.gen)
+                if s < 0:
+                    continue
+                matched_out = min(r, jt)  # of the pattern, tokens output since the divergence
+                src_end = s + r - matched_out  # where the source resumes in the output
+                n_out = jt - matched_out
+                if src_end > p.div and n_out > 0:
+                    self._learn(tuple(mem.read(p.div, src_end - p.div, p.gen).tolist()), tuple(p.since[:n_out]))
+                p.run = r + min(p.run, 64) // 2
+                p.pos, p.div, p.since, p.pend = s + r, -1, [], ()
+                if t:
+                    rest = self._follow(p, mem, new[n - t:].tolist())
+                    if rest:
+                        p.div, p.since = p.pos, rest
+                return True
         return False
 
     def _learn(self, key: tuple, value: tuple) -> None:
@@ -394,15 +415,44 @@ class History(Drafter):
             keys.append(key)
 
     def _anchor(self, new: np.ndarray) -> _Pointer | None:
-        """A fresh pointer at the longest match of at least ``min_anchor`` tokens, if any."""
-        best = None
+        """A fresh pointer at the longest match of at least ``min_anchor`` tokens, if any; the
+        current request wins unless the memory's match is ``_LOCAL_BONUS`` tokens longer (its
+        prompt holds the latest version of what is being copied)."""
+        best, best_len = None, -1
         for mem in (self.local, self.memory):
             if not mem.n_tokens:
                 continue
             m = mem.match(new, self.max_match)
-            if m.length >= self.min_anchor and (best is None or m.length > best.run):
-                best = _Pointer(mem is self.local, m.pos, m.generation, new.shape[0], m.length)
+            rank = m.length + (_LOCAL_BONUS if mem is self.local else 0)
+            if m.length >= self.min_anchor and rank > best_len:
+                best, best_len = _Pointer(mem is self.local, m.pos, m.generation, new.shape[0], m.length), rank
         return best
+
+
+    # ------------------------------------------------------------------ saved state
+    def state(self) -> dict:
+        """What was learnt: the past requests held in the memory, oldest first (``tokens``
+        ``(total,) int32`` concatenated, ``lengths (n,) int64``), the request in progress stored
+        first (as the next :meth:`begin` would), and ``previous`` (``(m,) int32``, the last one
+        stored, for recognizing a resent history)."""
+        self.flush()
+        seqs = self.memory.sequences()
+        tokens = np.concatenate(seqs).astype(np.int32) if seqs else np.zeros(0, np.int32)
+        return {"tokens": tokens, "lengths": np.array([len(q) for q in seqs], np.int64),
+                "previous": self._previous.astype(np.int32)}
+
+    def load_state(self, d: dict) -> None:
+        """Refill the memory with the requests saved by :meth:`state` (it replaces what it held)."""
+        tokens = expect_array(d, "tokens", np.int32, (None,), self.name)
+        lengths = expect_array(d, "lengths", np.int64, (None,), self.name)
+        previous = expect_array(d, "previous", np.int32, (None,), self.name)
+        if (lengths < 0).any() or int(lengths.sum()) != len(tokens) or (tokens < 0).any() or (previous < 0).any():
+            raise StateError("the saved history memory is inconsistent.")
+        with self._lock:
+            self.memory.clear()
+            for seq in np.split(tokens, np.cumsum(lengths)[:-1]) if len(lengths) else []:
+                self.memory.add(seq.astype(np.int64))
+            self._previous = previous.copy()
 
 
 def _fuse(root: int, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> DraftTree:

@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
@@ -53,13 +54,27 @@ def build_shard(folder: str, name: str, tokens: np.ndarray) -> dict:
 def _init_worker(parent: int) -> None:
     """Pool worker setup: leave Ctrl-C to the parent, and die with it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
+    if sys.platform.startswith("linux") and os.getppid() == parent:  # forked by the build itself
         import ctypes
 
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before the line above took effect
-        os._exit(1)
+        if os.getppid() != parent:  # the parent died before the line above took effect
+            os._exit(1)
+    elif os.name == "posix":  # started by a fork server, or not Linux: watch the build process instead
+        threading.Thread(target=_exit_without, args=(parent,), daemon=True).start()
+
+
+def _exit_without(parent: int, every: float = 1.0) -> None:
+    """Exit this process once ``parent`` is gone (checked every ``every`` seconds)."""
+    while True:
+        time.sleep(every)
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except OSError:
+            pass  # exists, not ours to signal
 
 
 def _kill_workers(pool: ProcessPoolExecutor) -> None:

@@ -24,7 +24,7 @@ from retrodraft.index import CorpusIndex, build_index
 
 # ---------------------------------------------------------------------------- killed builds
 _RUNNER = """
-import sys, time
+import multiprocessing, sys, time
 sys.path.insert(0, {tests!r})
 from conftest import CharTokenizer
 from retrodraft import cli, models
@@ -34,22 +34,28 @@ class Slow(CharTokenizer):
         time.sleep(0.1)
         return super().__call__(texts)
 
-models.load_tokenizer = lambda name: Slow()
-sys.exit(cli.main(sys.argv[1:]))
+if __name__ == "__main__":
+    multiprocessing.set_start_method(sys.argv.pop(1))
+    models.load_tokenizer = lambda name: Slow()
+    sys.exit(cli.main(sys.argv[1:]))
 """
 
 
-def _children(pid: int) -> list[int]:
-    kids = []
+def _descendants(pid: int) -> list[int]:
+    parent = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
-                fields = Path(f"/proc/{d}/stat").read_text().rpartition(")")[2].split()
-            except OSError:
+                parent[int(d)] = int(Path(f"/proc/{d}/stat").read_text().rpartition(")")[2].split()[1])
+            except (OSError, IndexError, ValueError):
                 continue
-            if int(fields[1]) == pid:
-                kids.append(int(d))
-    return kids
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        found += kids
+        todo += kids
+    return found
 
 
 def _alive(pid: int) -> bool:
@@ -60,10 +66,11 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")  # a zombie has exited (its new parent may not reap it at once)
 
 
-@pytest.fixture
-def slow_build(tmp_path):
-    """Start ``retrodraft index build --workers 2`` (slow tokenizer, many shards) in its own session;
-    yields (process, worker pids, out, stderr file) once both workers run."""
+@pytest.fixture(params=["fork"])
+def slow_build(tmp_path, request):
+    """Start ``retrodraft index build --workers 2`` (slow tokenizer, many shards) in its own session,
+    its pool started by ``request.param``; yields (process, worker pids, out, stderr file) once
+    both workers run (with a fork server, the server process is among the pids)."""
     if not sys.platform.startswith("linux"):
         pytest.skip("process checks read /proc")
     src = tmp_path / "src"
@@ -74,16 +81,17 @@ def slow_build(tmp_path):
     runner.write_text(_RUNNER.format(tests=str(Path(__file__).parent)))
     out, err = tmp_path / "idx", tmp_path / "stderr.txt"
     with open(err, "w") as f:
-        proc = subprocess.Popen([sys.executable, str(runner), "index", "build", str(src), "--tokenizer", "char",
+        proc = subprocess.Popen([sys.executable, str(runner), request.param, "index", "build", str(src), "--tokenizer", "char",
                                  "--out", str(out), "--workers", "2", "--shard-tokens", "1000", "-q"],
                                 stderr=f, stdout=subprocess.DEVNULL, start_new_session=True)
     workers: list[int] = []
     try:
         deadline = time.time() + 60
-        while len(workers) < 2 and time.time() < deadline and proc.poll() is None:
+        want = 2 if request.param == "fork" else 3
+        while len(workers) < want and time.time() < deadline and proc.poll() is None:
             time.sleep(0.05)
-            workers = _children(proc.pid)
-        assert len(workers) >= 2, "the build should have started its workers"
+            workers = _descendants(proc.pid)
+        assert len(workers) >= want, "the build should have started its workers"
         time.sleep(0.3)  # let them take shards
         yield proc, workers, out, err
     finally:
@@ -111,6 +119,7 @@ def test_ctrl_c_stops_the_build_workers_included_with_one_line_and_130(slow_buil
     assert not out.exists() and not list(out.parent.glob(".idx.partial-*"))
 
 
+@pytest.mark.parametrize("slow_build", ["fork", "forkserver"], indirect=True)
 def test_sigkill_of_the_build_takes_its_workers_down(slow_build, tmp_path):
     proc, workers, out, err = slow_build
     proc.send_signal(signal.SIGKILL)
