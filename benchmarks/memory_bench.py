@@ -130,9 +130,10 @@ def main() -> int:
         small.add(r)
         ns.append(time.perf_counter_ns() - t0)
         peak = max(peak, small.nbytes)
-    result["small_budget"] = {"max_bytes": small.max_bytes, "peak_nbytes": peak, "within_budget": peak <= small.max_bytes,
-                              "evictions": small.generation - gens, "requests_kept": small.n_requests,
-                              "tokens_kept": small.n_tokens, "add_request": _stats(ns)}
+    result["small_budget"] = {"max_bytes": small.max_bytes, "peak_nbytes": peak,
+                              "within_budget": peak <= small.max_bytes, "evictions": small.generation - gens,
+                              "requests_kept": small.n_requests, "tokens_kept": small.n_tokens,
+                              "add_request": _stats(ns)}
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -424,8 +424,9 @@ class SuffixMemory:
         starts_bytes = 8 * (self.max_requests + 1)
         self.max_tokens = (self.max_bytes - starts_bytes - _FIXED_BYTES) // BYTES_PER_TOKEN
         if self.max_tokens < 256:
+            need = 256 * BYTES_PER_TOKEN + starts_bytes + _FIXED_BYTES
             raise ConfigError(f"max_bytes={max_bytes} leaves room for {max(self.max_tokens, 0)} tokens "
-                              f"with max_requests={max_requests}; allow at least {256 * BYTES_PER_TOKEN + starts_bytes}.")
+                              f"with max_requests={max_requests}; allow at least {need}.")
         self._lock = threading.RLock()
         self.generation = 0
         self._alloc(min(4096, self.max_tokens))

@@ -7,7 +7,8 @@ Names (``--methods``):
   ``max_matching_ngram_size=2``, transformers' documented defaults).
 - ``assisted``: transformers' assisted generation with a draft model (``--draft-model``).
 - ``retrodraft:SPEC``: retrodraft with ``SPEC`` = ``default`` or drafter names joined by ``+``,
-  optionally ``@BUDGET`` (``retrodraft:recycling+lookup@16``). A drafter may take numeric
+  optionally ``@BUDGET`` (``retrodraft:recycling+lookup@16``, fixed trees) or ``@autoBUDGET``
+  (cost-model sizing capped at BUDGET nodes, ``retrodraft:history+lookup@auto64``). A drafter may take numeric
   options in brackets, ``;``-separated (``retrodraft:recycling+retrieval[miss=1]``). A spec with
   ``retrieval`` drafts from the corpus index given by ``--index`` (without one, from the prompt
   only).
@@ -144,12 +145,15 @@ def make_method(name: str, draft_model=None, index=None) -> Method:
     if name.startswith("retrodraft"):
         spec = name.partition(":")[2] or "default"
         spec, _, budget = spec.partition("@")
+        # @N: fixed N-node trees; @autoN: cost-model sizing with N nodes at most.
+        sizing = "auto" if budget.startswith("auto") else None
+        budget = budget[4:] if sizing else budget
         try:
             b = int(budget) if budget else None
         except ValueError:
             raise ConfigError(f"bad budget in method {name!r}: {budget!r} is not an integer") from None
         drafters = None if spec == "default" else [_drafter(part, index, name) for part in spec.split("+")]
-        return Method(name, assistant=RetroDraft(drafters=drafters, budget=b))
+        return Method(name, assistant=RetroDraft(drafters=drafters, budget=b, sizing=sizing))
     if name == "suffix" or name.startswith(("suffix@", "suffix[")):
         return _suffix(name)
     raise ConfigError(f"unknown method {name!r}; use greedy, pld, assisted, suffix[@BUDGET] or "

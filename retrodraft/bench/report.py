@@ -307,7 +307,8 @@ def _plots(results: dict, rows: list[dict], out_dir: Path) -> list[str]:
         plt.close(fig)
         made.append("time_split.png")
 
-    sweep = [(int(m.rsplit("@", 1)[1]), by[(m, ALL)]) for m in methods if "@" in m and (m, ALL) in by]
+    sweep = [(int(m.rsplit("@", 1)[1]), by[(m, ALL)]) for m in methods
+             if "@" in m and m.rsplit("@", 1)[1].isdigit() and (m, ALL) in by]
     if len(sweep) >= 2:
         sweep.sort()
         fig, ax1 = plt.subplots(figsize=(6, 4))

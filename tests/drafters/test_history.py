@@ -275,7 +275,7 @@ def test_long_unique_match_drafts_a_deep_chain():
 
 def test_substitution_resumes_the_source():
     # Output copies the source with token 100 replaced by 7: right after the divergence the
-    # source's continuation after the replaced token is drafted, deep.
+    # source's continuation after the replaced token is drafted, and deep once it is confirmed.
     d = History()
     src, prompt = _source(2)
     out = src.copy()
@@ -284,8 +284,8 @@ def test_substitution_resumes_the_source():
     assert ctx[-1] == 7
     t = d.propose(ctx, 32)
     assert _has_path(t, src[101:113])  # a resume hypothesis: 12 tokens until confirmed
-    _, ctx, i = _run(d, prompt, out, until=102)
-    assert _has_path(d.propose(ctx, 32), out[i: i + 30])  # re-anchored: deep again
+    _, later, j = _step(d, ctx, out, i, 32)
+    assert j >= 113 and _has_path(d.propose(later, 32), out[j: j + 30])  # re-anchored: deep again
     off = History(copy=False)
     _, ctx2, _ = _run(off, prompt, out, until=101)
     assert np.array_equal(ctx, ctx2) and not _has_path(off.propose(ctx2, 32), src[101:105])
