@@ -27,7 +27,8 @@ PROG = "retrodraft"
 
 #: Top-level module of an optional dependency -> the extra that installs it.
 EXTRAS = {"pydivsufsort": "index", "ahocorasick": "index", "faiss": "rag", "distributed": "dist",
-          "matplotlib": "bench", "gguf": "models", "accelerate": "models"}
+          "matplotlib": "bench", "gguf": "models", "accelerate": "models", "fastapi": "serve", "uvicorn": "serve",
+          "openai": "serve"}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -10,10 +10,10 @@ default, or a cluster's (``dask.distributed.Client(...).get_executor()``), so bu
 past one machine without code of our own. Each job writes its two files and returns their
 checksums; the header is written last and the folder renamed into place only when all are done.
 
-The local pool's workers never outlive the build: they ignore Ctrl-C (the parent handles it and
-kills them), and on Linux the kernel kills them when the parent dies, even by SIGKILL
-(``PR_SET_PDEATHSIG``). Partial folders that a killed build left behind are removed by the next
-build of the same index.
+The local pool's workers never outlive the build: they ignore Ctrl-C from their first instruction
+(the parent handles it and kills them), and die with the parent even when it is killed outright
+(on Linux the kernel kills them, ``PR_SET_PDEATHSIG``; elsewhere they watch it). Partial folders
+that a killed build left behind are removed by the next build of the same index.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -51,9 +52,25 @@ def build_shard(folder: str, name: str, tokens: np.ndarray) -> dict:
     return {"name": name, "tokens": int(tokens.size), "files": files}
 
 
+@contextmanager
+def _sigint_held():
+    """Hold Ctrl-C back (it is delivered on exit) while workers may be forked: a worker then starts
+    with it blocked, and ignores it (dropping a pending one) before it could raise there."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _init_worker(parent: int) -> None:
     """Pool worker setup: leave Ctrl-C to the parent, and die with it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if sys.platform.startswith("linux") and os.getppid() == parent:  # forked by the build itself
         import ctypes
 
@@ -149,7 +166,8 @@ def build_index(sources: Sequence[str], tokenizer, out: str | Path, include: Seq
             nonlocal buf, n_buf
             if buf:
                 stream = np.concatenate(buf).astype(np.int32)
-                futures.append(pool.submit(build_shard, str(tmp), f"shard-{len(futures):05d}", stream))
+                with _sigint_held():  # the first submit forks the workers
+                    futures.append(pool.submit(build_shard, str(tmp), f"shard-{len(futures):05d}", stream))
                 buf, n_buf = [], 0
 
         batch: list[str] = []

@@ -69,8 +69,8 @@ def _alive(pid: int) -> bool:
 @pytest.fixture(params=["fork"])
 def slow_build(tmp_path, request):
     """Start ``retrodraft index build --workers 2`` (slow tokenizer, many shards) in its own session,
-    its pool started by ``request.param``; yields (process, worker pids, out, stderr file) once
-    both workers run (with a fork server, the server process is among the pids)."""
+    its pool started by ``request.param``; yields (process, worker pids, out, stderr file) as soon
+    as the workers exist (with a fork server, the server and the resource tracker are among them)."""
     if not sys.platform.startswith("linux"):
         pytest.skip("process checks read /proc")
     src = tmp_path / "src"
@@ -92,7 +92,6 @@ def slow_build(tmp_path, request):
             time.sleep(0.05)
             workers = _descendants(proc.pid)
         assert len(workers) >= want, "the build should have started its workers"
-        time.sleep(0.3)  # let them take shards
         yield proc, workers, out, err
     finally:
         if proc.poll() is None:
@@ -110,9 +109,11 @@ def _wait_gone(pids: list[int], seconds: float = 10.0) -> list[int]:
     return [p for p in pids if _alive(p)]
 
 
+@pytest.mark.parametrize("slow_build", ["fork", "forkserver"], indirect=True)
 def test_ctrl_c_stops_the_build_workers_included_with_one_line_and_130(slow_build):
     proc, workers, out, err = slow_build
-    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+    # What a terminal's Ctrl-C does: the whole foreground group, at once (workers may be starting).
+    os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=30) == 130
     assert err.read_text() == "retrodraft: interrupted\n"
     assert _wait_gone(workers) == []
