@@ -620,6 +620,8 @@ class SuffixMemory:
                                out_tok, out_par, out_sc, out_dep)
         out_tok[0] = ctx[-1]
         out_par[0] = -1
+        if size == 1:
+            out_sc[0] = 1.0  # nothing matched: the root alone, its score not set by _expand
         return out_tok[:size], out_par[:size].astype(np.int32), out_sc[:size].astype(np.float32), m
 
     def read(self, pos: int, n: int, generation: int) -> np.ndarray:
