@@ -1,9 +1,15 @@
 """Long runs: one very long call, then many consecutive requests on one assistant.
 
-    python benchmarks/long_run.py --model smollm2-135m --tokens 10000 --requests 1000 \
-        --request-tokens 8 --out benchmarks/results/long-run/smollm2-135m-fp32.json
+    python benchmarks/long_run.py --part requests --requests 1000 --request-tokens 8 \
+        --out benchmarks/results/long-run/smollm2-135m-fp32.json
+    python benchmarks/long_run.py --part long --tokens 10000 \
+        --out benchmarks/results/long-run/smollm2-135m-fp32.json
 
-Reports, for both runs: resident memory (RSS) at the start, along the way and at the end; every
+Each part is best run in its own process (``--part requests``, then ``--part long``: the second
+keeps the first's figures in ``--out``), so neither inherits the other's resident memory.
+
+Reports, for both runs: resident memory (RSS) at the start, along the way, at the end, its peak, and
+(after the long call) what remains once freed memory is handed back to the OS; every
 drafter table's bytes against its ``max_bytes`` bound; and the step time (seconds per
 verification pass) at the start versus the end. The long call's KV cache grows with its context
 by design, so its RSS growth is reported next to the cache's own size. Drafters: every learning
@@ -14,7 +20,10 @@ exercised; Stand and Aded get small ``max_bytes`` so the run also exercises evic
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
+import resource
 import shlex
 import sys
 import time
@@ -30,6 +39,25 @@ from retrodraft.drafters import DRAFTERS, make_drafter
 
 def _rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
+
+
+def _peak_rss_mb() -> float:
+    """The process's high-water resident memory (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+
+
+def _rss_after_release_mb() -> float:
+    """RSS after garbage collection and glibc's ``malloc_trim``: what is still referenced.
+
+    glibc keeps freed heap pages mapped, so RSS after a long call shows the call's high-water mark
+    (the KV cache plus its transient copies), not a leak; trimming tells the two apart.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc: report the untrimmed figure
+        pass
+    return _rss_mb()
 
 
 class _Clock:
@@ -88,31 +116,44 @@ def _make_assistant(small_tables: int) -> RetroDraft:
     return RetroDraft(drafters=drafters)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--dtype", default="float32")
-    ap.add_argument("--tokens", type=int, default=10_000, help="new tokens of the long call")
-    ap.add_argument("--requests", type=int, default=1000, help="consecutive requests")
-    ap.add_argument("--request-tokens", type=int, default=8, help="new tokens per request")
-    ap.add_argument("--table-bytes", type=int, default=4 * 2**20, help="max_bytes of stand and aded")
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args()
+def run_requests(model, encode, questions: list[str], args) -> dict:
+    """``args.requests`` consecutive requests on one assistant, cycling through ``questions``."""
+    assistant = _make_assistant(args.table_bytes)
+    rss_trace, walls, mats, step_s = [], [], [], []
+    rss0 = _rss_mb()
+    for r in range(args.requests):
+        ids = encode(questions[r % len(questions)])
+        t0 = time.perf_counter()
+        model.generate(ids, max_new_tokens=args.request_tokens, do_sample=False, assistant=assistant)
+        walls.append(time.perf_counter() - t0)
+        st = assistant.stats
+        mats.append(st.mean_accepted)
+        step_s.append((st.draft_s + st.verify_s + st.bookkeeping_s) / max(st.steps, 1))
+        if r % 50 == 0 or r == args.requests - 1:
+            rss_trace.append((r, _rss_mb()))
+            print(f"request {r}: rss {rss_trace[-1][1]:.0f} MB, wall {walls[-1]:.3f} s", flush=True)
+    w = min(100, args.requests // 2)
+    period = len(questions)
+    cycles = args.requests // period
+    same = {}
+    if cycles >= 2:  # the same prompts a whole cycle apart: prompt lengths (prefill) cancel out
+        same = {"request_s_first_cycle": float(np.mean(walls[:period])),
+                "request_s_last_cycle": float(np.mean(walls[(cycles - 1) * period: cycles * period])),
+                "cycle_prompts": period}
+    return {
+        "requests": args.requests, "new_tokens_each": args.request_tokens,
+        "rss_start_mb": rss0, "rss_end_mb": _rss_mb(), "peak_rss_mb": _peak_rss_mb(),
+        "rss_by_request": rss_trace,
+        "request_s_first_100": float(np.mean(walls[:w])), "request_s_last_100": float(np.mean(walls[-w:])),
+        **same,
+        "step_s_first_100": float(np.mean(step_s[:w])), "step_s_last_100": float(np.mean(step_s[-w:])),
+        "mean_committed_first_100": float(np.mean(mats[:w])), "mean_committed_last_100": float(np.mean(mats[-w:])),
+        "tables": _tables(assistant),
+    }
 
-    torch.manual_seed(0)
-    model, tok = models.load(args.model, dtype=args.dtype)
-    questions = [json.loads(line)["turns"][0] for line in
-                 Path(__file__).parent.joinpath("data/spec_bench/question.jsonl").read_text().splitlines()]
 
-    def encode(text: str) -> torch.Tensor:
-        return tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                       return_tensors="pt", return_dict=True)["input_ids"]
-
-    result: dict = {"command": "python benchmarks/long_run.py " + shlex.join(sys.argv[1:]),
-                    "model": args.model, "dtype": args.dtype, "torch": torch.__version__,
-                    "threads": torch.get_num_threads()}
-
-    # ---- one long call
+def run_long(model, encode, args) -> dict:
+    """One call of ``args.tokens`` new tokens, then plain greedy's per-token time at that context."""
     assistant = _make_assistant(args.table_bytes)
     ids = encode("Write a long, detailed history of computing, chapter by chapter.")
     rss0 = _rss_mb()
@@ -127,40 +168,59 @@ def main() -> None:
     cfg = model.config
     kv_mb = (2 * cfg.num_hidden_layers * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads)
              * out.shape[1] * model.dtype.itemsize) / 2**20
-    result["long_call"] = {
+    res = {
         "new_tokens": int(out.shape[1] - ids.shape[1]), "wall_s": wall, "steps": stats.steps,
         "mean_committed": stats.mean_accepted, "rss_start_mb": rss0, "rss_end_mb": _rss_mb(),
-        "kv_cache_mb_at_end": kv_mb, "step_s_first_200": first, "step_s_last_200": last,
-        "tables": _tables(assistant),
+        "peak_rss_mb": _peak_rss_mb(), "kv_cache_mb_at_end": kv_mb,
+        "step_s_first_200": first, "step_s_last_200": last, "tables": _tables(assistant),
     }
-    print(json.dumps(result["long_call"], indent=1), flush=True)
-    del out
+    res["rss_after_release_mb"] = _rss_after_release_mb()
+    # What one plain greedy token costs at the same context: the yardstick for step_s_last_200.
+    clock = _Clock()
+    model.generate(out, max_new_tokens=21, min_new_tokens=21, do_sample=False, streamer=clock)
+    res["greedy_token_s_at_end"] = float(np.mean(np.diff(clock.stamps)))
+    return res
 
-    # ---- many consecutive requests on one assistant
-    assistant = _make_assistant(args.table_bytes)
-    rss_trace, walls, mats = [], [], []
-    rss0 = _rss_mb()
-    for r in range(args.requests):
-        q = questions[r % len(questions)]
-        ids = encode(q)
-        t0 = time.perf_counter()
-        model.generate(ids, max_new_tokens=args.request_tokens, do_sample=False, assistant=assistant)
-        walls.append(time.perf_counter() - t0)
-        mats.append(assistant.stats.mean_accepted)
-        if r % 50 == 0 or r == args.requests - 1:
-            rss_trace.append((r, _rss_mb()))
-            print(f"request {r}: rss {rss_trace[-1][1]:.0f} MB, wall {walls[-1]:.3f} s", flush=True)
-    w = min(100, args.requests // 2)
-    result["requests"] = {
-        "requests": args.requests, "new_tokens_each": args.request_tokens,
-        "rss_start_mb": rss0, "rss_end_mb": _rss_mb(), "rss_by_request": rss_trace,
-        "request_s_first_100": float(np.mean(walls[:w])), "request_s_last_100": float(np.mean(walls[-w:])),
-        "mean_committed_first_100": float(np.mean(mats[:w])), "mean_committed_last_100": float(np.mean(mats[-w:])),
-        "tables": _tables(assistant),
-    }
-    print(json.dumps(result["requests"], indent=1), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--tokens", type=int, default=10_000, help="new tokens of the long call")
+    ap.add_argument("--requests", type=int, default=1000, help="consecutive requests")
+    ap.add_argument("--request-tokens", type=int, default=8, help="new tokens per request")
+    ap.add_argument("--table-bytes", type=int, default=4 * 2**20, help="max_bytes of stand and aded")
+    ap.add_argument("--part", choices=["both", "requests", "long"], default="both",
+                    help="run one part only; a fresh process per part keeps each part's RSS figures clean "
+                         "(the other part's figures already in --out are kept)")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+
+    torch.manual_seed(0)
+    model, tok = models.load(args.model, dtype=args.dtype)
+    questions = [json.loads(line)["turns"][0] for line in
+                 Path(__file__).parent.joinpath("data/spec_bench/question.jsonl").read_text().splitlines()]
+
+    def encode(text: str) -> torch.Tensor:
+        return tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                       return_tensors="pt", return_dict=True)["input_ids"]
+
+    out = Path(args.out)
+    result = json.loads(out.read_text()) if args.part != "both" and out.is_file() else {}
+    command = "python benchmarks/long_run.py " + shlex.join(sys.argv[1:])
+    result.update({"model": args.model, "dtype": args.dtype, "torch": torch.__version__,
+                   "threads": torch.get_num_threads()})
+
+    def save(part: str, figures: dict) -> None:
+        result[part] = {"command": command, **figures}
+        print(json.dumps(figures, indent=1), flush=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1) + "\n")
+
+    if args.part in ("both", "requests"):
+        save("requests", run_requests(model, encode, questions, args))
+    if args.part in ("both", "long"):
+        save("long_call", run_long(model, encode, args))
 
 
 if __name__ == "__main__":

@@ -73,7 +73,12 @@ def compact(cache, past_len: int, keep: np.ndarray) -> None:
         else:
             if idx is None or idx.device != layer.keys.device:
                 idx = torch.from_numpy(keep + past_len).to(layer.keys.device)
-            layer.keys = torch.cat([layer.keys[..., :past_len, :], layer.keys.index_select(-2, idx)], dim=-2)
-            layer.values = torch.cat([layer.values[..., :past_len, :], layer.values.index_select(-2, idx)], dim=-2)
+            # In place: only the m kept rows move; a cat would copy the whole context every step.
+            # index_select materialises first, and keep[j] >= j, so no row is read after it is written.
+            end = past_len + m
+            layer.keys[..., past_len:end, :] = layer.keys.index_select(-2, idx)
+            layer.values[..., past_len:end, :] = layer.values.index_select(-2, idx)
+            layer.keys = layer.keys[..., :end, :]
+            layer.values = layer.values[..., :end, :]
         if hasattr(layer, "cumulative_length"):
             layer.cumulative_length = past_len + m

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
+from transformers.generation.streamers import BaseStreamer
 
 from retrodraft.drafters.base import Drafter
 from retrodraft.tree import DraftTree
@@ -101,3 +102,16 @@ def outcome(context, tree, accepted, logits=None, committed=None, k: int = 8):
     if committed is None:
         committed = tree.tokens[accepted[1:]]
     return Outcome(np.asarray(context, dtype=np.int64), tree, accepted, np.asarray(committed, dtype=np.int64), *top)
+
+
+class Recorder(BaseStreamer):
+    """A streamer that records every ``put`` (as lists) and ``"end"``, to compare two runs' streams."""
+
+    def __init__(self):
+        self.calls = []
+
+    def put(self, value):
+        self.calls.append(value.tolist())
+
+    def end(self):
+        self.calls.append("end")

@@ -22,10 +22,9 @@ import numpy as np
 import pytest
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
-from transformers.generation.streamers import BaseStreamer
 
 import retrodraft  # noqa: F401  (installs the generate(assistant=...) hook)
-from helpers import OracleDrafter, RandomDrafter, tiny_model
+from helpers import OracleDrafter, RandomDrafter, Recorder, tiny_model
 from retrodraft import RetroDraft
 from retrodraft.cost import CostModel
 from retrodraft.drafters import DRAFTERS
@@ -46,17 +45,6 @@ CONFIGS = [
     ("mistral", 1, 8, 2, 64, 112),
 ]
 NAMED = [n for n in ("recycling", "lookup", "stand", "aded", "retrieval", "history") if n in DRAFTERS]
-
-
-class Recorder(BaseStreamer):
-    def __init__(self):
-        self.calls = []
-
-    def put(self, value):
-        self.calls.append(value.tolist())
-
-    def end(self):
-        self.calls.append("end")
 
 
 class StopOnRepeat(StoppingCriteria):

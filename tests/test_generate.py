@@ -7,10 +7,9 @@ architecture we claim.
 import pytest
 import torch
 from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
-from transformers.generation.streamers import BaseStreamer
 
 import retrodraft
-from helpers import ARCHS, SEEDS, OracleDrafter, RandomDrafter, tiny_model
+from helpers import ARCHS, SEEDS, OracleDrafter, RandomDrafter, Recorder, tiny_model
 from retrodraft import RetroDraft
 
 VOCAB = 96
@@ -141,17 +140,6 @@ def test_stop_strings_without_tokenizer_is_refused():
     model = tiny_model("llama")
     with pytest.raises(retrodraft.UnsupportedModelError, match="tokenizer"):
         model.generate(_prompt(), max_new_tokens=4, stop_strings=["x"], assistant=RetroDraft())
-
-
-class Recorder(BaseStreamer):
-    def __init__(self):
-        self.calls = []
-
-    def put(self, value):
-        self.calls.append(value.tolist())
-
-    def end(self):
-        self.calls.append("end")
 
 
 def test_streamer_sees_exactly_what_plain_generation_streams():

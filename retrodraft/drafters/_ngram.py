@@ -133,6 +133,7 @@ class NgramTable:
             raise ConfigError(f"table memory must be an integer of at least {64 * per_slot} bytes, got {max_bytes!r}.")
         slots = 1 << int(np.log2(max_bytes // per_slot))
         self.k = k
+        self.max_bytes = int(max_bytes)
         self.keys = np.zeros(slots, np.uint64)
         self.tok = np.full((slots, k), -1, np.int32)
         self.w = np.zeros((slots, k), np.float32)
