@@ -151,10 +151,11 @@ def learning_curve(results: dict) -> list[dict]:
     return rows
 
 
-def _ratio(rows: list[dict], method: str, lo: int) -> tuple[float | None, float | None]:
-    """Speedup (ratio of summed tokens/s) and MAT of ``method`` over requests with index >= ``lo``."""
-    own = [r for r in rows if r["method"] == method and r["index"] >= lo]
-    base = [r for r in rows if r["method"] == "greedy" and r["index"] >= lo]
+def _ratio(rows: list[dict], method: str, lo: int, keep: set[int] | None = None) -> tuple[float | None, float | None]:
+    """Speedup (ratio of summed tokens/s) and MAT of ``method`` over requests with index >= ``lo``
+    (and in ``keep`` when given)."""
+    own = [r for r in rows if r["method"] == method and r["index"] >= lo and (keep is None or r["index"] in keep)]
+    base = [r for r in rows if r["method"] == "greedy" and r["index"] >= lo and (keep is None or r["index"] in keep)]
     if not own or not base:
         return None, None
     tps = sum(r["tokens"] for r in own) / max(1e-12, sum(r["wall_s"] for r in own))
@@ -165,8 +166,10 @@ def _ratio(rows: list[dict], method: str, lo: int) -> tuple[float | None, float 
 
 
 def learning_table(curve: list[dict]) -> str:
-    """Per sequence: every request's ``speedup (MAT)`` per method, then the whole sequence and the
-    requests from :data:`LEARNED_FROM` on (token-weighted MAT)."""
+    """Per sequence: every request's ``speedup (MAT)`` per method, then the whole sequence, the
+    requests from :data:`LEARNED_FROM` on (token-weighted MAT), and - when some method's output
+    differed from greedy's on some request (bfloat16 near-ties) - the requests where every
+    method's output was greedy's own, the like-for-like comparison."""
     out = []
     for seq in dict.fromkeys(r["sequence"] for r in curve):
         rows = [r for r in curve if r["sequence"] == seq]
@@ -187,12 +190,17 @@ def learning_table(curve: list[dict]) -> str:
             pid = next(r["prompt_id"] for r in rows if r["index"] == i)
             out.append(f"| {i + 1} | {pid} | {_fmt(g and g['tok_per_s'], '.2f')} | " + " | ".join(cells) + " |")
         n = max(r["index"] for r in rows) + 1
-        for label, lo in (("all", 0), (f"{LEARNED_FROM + 1}-{n}", LEARNED_FROM)):
+        indices = sorted({r["index"] for r in rows})
+        same = {i for i in indices if all(by[(i, m)]["exact"] for m in methods if (i, m) in by)}
+        spans = [("all", 0, None), (f"{LEARNED_FROM + 1}-{n}", LEARNED_FROM, None)]
+        if 0 < len(same) < len(indices):
+            spans.append((f"same output ({len(same)} of {len(indices)})", 0, same))
+        for label, lo, keep in spans:
             if lo >= n:
                 continue
             cells = []
             for m in methods:
-                sp, mat = _ratio(rows, m, lo)
+                sp, mat = _ratio(rows, m, lo, keep)
                 cells.append(f"**{_fmt(sp, '.2f')}x**" + (f" ({mat:.2f})" if mat is not None else ""))
             out.append(f"| {label} | | | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"

@@ -126,3 +126,20 @@ def test_bench_sequence_suites_write_the_learning_curve(tiny_folder, tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert {r.get("sequence") for r in res["records"]} == {"refactor", "json"}
     assert np.all([r["turns"][0]["new_tokens"] <= 4 for r in res["records"]])
+
+
+def test_learning_table_compares_like_for_like_where_an_output_diverged():
+    def row(i, method, tokens, wall, exact):
+        return {"sequence": "agent", "index": i, "prompt_id": f"agent/{i}", "method": method, "tokens": tokens,
+                "wall_s": wall, "tok_per_s": tokens / wall, "speedup": None, "mat": None, "exact": exact}
+
+    curve = [row(0, "greedy", 100, 10.0, True), row(0, "a", 100, 2.0, True), row(0, "b", 100, 4.0, True),
+             row(1, "greedy", 100, 10.0, True), row(1, "a", 5, 5.0, False), row(1, "b", 100, 5.0, True)]
+    table = learning_table(curve)
+    same = next(line for line in table.splitlines() if line.startswith("| same output (1 of 2)"))
+    # only request 0 counts: a 5.00x, b 2.50x; over all requests a's diverged request drags it down
+    assert "**5.00x**" in same and "**2.50x**" in same
+    everything = next(line for line in table.splitlines() if line.startswith("| all "))
+    assert "**5.00x**" not in everything
+    # no such row when every output agreed
+    assert "same output" not in learning_table([r for r in curve if r["index"] == 0])
