@@ -607,7 +607,7 @@ def _add_trace(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     p.add_argument("--max-new-tokens", type=_int_in(1, 100_000), default=128,
                    help="tokens to generate (default: %(default)s)")
-    p.add_argument("--drafters", default=None, help="comma list of drafter names (default: recycling,lookup)")
+    p.add_argument("--drafters", default=None, help="comma list of drafter names (default: history,recycling,lookup, the library's default set)")
     p.add_argument("--sizing", choices=["auto", "fixed", "preset"], default=None,
                    help="how each step's tree size is chosen (default: auto, or fixed when --budget is given)")
     p.add_argument("--budget", type=_int_in(0, 1024), default=None,
@@ -644,7 +644,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", metavar="MODEL", help="embedded model name or local transformers folder")
     p.add_argument("--out", required=True, help="folder to write")
-    p.add_argument("--drafters", default=None, help="comma list of drafter names (default: recycling,lookup)")
+    p.add_argument("--drafters", default=None, help="comma list of drafter names (default: history,recycling,lookup, the library's default set)")
     p.add_argument("--index", action="append", default=None, metavar="INDEX",
                    help="corpus index folder for the retrieval drafter (repeatable)")
     p.add_argument("--state", default=None, metavar="PATH",

@@ -29,9 +29,9 @@ def test_no_drafters_is_refused():
         RetroDraft(drafters=[])
 
 
-def test_default_is_recycling_plus_lookup_with_auto_sizing():
+def test_default_is_history_recycling_and_lookup_with_auto_sizing():
     a = RetroDraft()
-    assert [d.name for d in a.drafters] == ["recycling", "lookup"]
+    assert [d.name for d in a.drafters] == ["history", "recycling", "lookup"]
     assert a.sizing == "auto" and a.budget == AUTO_MAX_NODES and a.budget_for(tiny_model("llama")) == AUTO_MAX_NODES
 
 

@@ -26,6 +26,14 @@ def test_help_for_every_command(argv, capsys):
     assert "example" in out or argv == ["models", "list"]
 
 
+@pytest.mark.parametrize("command", ["trace", "export"])
+def test_drafters_help_names_the_library_default(command, capsys):
+    from retrodraft.assistant import DEFAULT_DRAFTERS
+
+    assert cli.main([command, "--help"]) == 0
+    assert f"(default: {','.join(DEFAULT_DRAFTERS)}," in " ".join(capsys.readouterr().out.split())
+
+
 def test_no_command_is_a_usage_error(capsys):
     assert cli.main([]) == 2
     assert capsys.readouterr().err == ("retrodraft: error: the following arguments are required: COMMAND "

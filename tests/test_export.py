@@ -113,7 +113,7 @@ def test_export_writes_a_servable_folder(folders):
     assert (out / "custom_generate" / "generate.py").is_file()
     assert (out / "custom_generate" / "requirements.txt").read_text().startswith("retrodraft>=")
     options = json.loads((out / "generation_config.json").read_text())["retrodraft"]
-    assert options == {"drafters": ["recycling", "lookup"], "sizing": "auto", "save_every": 2, "state": "state"}
+    assert options == {"drafters": ["history", "recycling", "lookup"], "sizing": "auto", "save_every": 2, "state": "state"}
     with pytest.raises(ConfigError, match="already holds an export"):
         export(src, out)
     copy_args = ["--copy", "--sizing", "fixed", "--budget", "6"]
