@@ -4,6 +4,9 @@
         --out benchmarks/results/long-run/smollm2-135m-fp32.json
     python benchmarks/long_run.py --part long --tokens 10000 \
         --out benchmarks/results/long-run/smollm2-135m-fp32.json
+    # the memory yardstick: 3,000 tokens with and without retrodraft, each in a fresh process
+    python benchmarks/long_run.py --part long --tokens 3000 --out benchmarks/results/long-run/smollm2-135m-fp32-3000.json
+    python benchmarks/long_run.py --part long-plain --tokens 3000 --out benchmarks/results/long-run/smollm2-135m-fp32-3000.json
 
 Each part is best run in its own process (``--part requests``, then ``--part long``: the second
 keeps the first's figures in ``--out``), so neither inherits the other's resident memory.
@@ -152,9 +155,13 @@ def run_requests(model, encode, questions: list[str], args) -> dict:
     }
 
 
-def run_long(model, encode, args) -> dict:
-    """One call of ``args.tokens`` new tokens, then plain greedy's per-token time at that context."""
-    assistant = _make_assistant(args.table_bytes)
+def run_long(model, encode, args, plain: bool = False) -> dict:
+    """One call of ``args.tokens`` new tokens, then plain greedy's per-token time at that context.
+
+    ``plain``: the same call without retrodraft, the yardstick for the resident memory a call of
+    that length leaves behind in this process (PyTorch and the C allocator, not the drafters).
+    """
+    assistant = None if plain else _make_assistant(args.table_bytes)
     ids = encode("Write a long, detailed history of computing, chapter by chapter.")
     rss0 = _rss_mb()
     clock = _Clock()
@@ -162,17 +169,17 @@ def run_long(model, encode, args) -> dict:
     out = model.generate(ids, max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False,
                          assistant=assistant, streamer=clock)
     wall = time.perf_counter() - t0
-    stats = assistant.stats
-    committed = list(getattr(stats, "committed", None) or stats.accepted)
+    stats = assistant.stats if assistant is not None else None
+    committed = list(stats.committed) if stats is not None else [1] * (len(clock.stamps))
     first, last = _step_times(clock.stamps, committed, window=200)
     cfg = model.config
     kv_mb = (2 * cfg.num_hidden_layers * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads)
              * out.shape[1] * model.dtype.itemsize) / 2**20
     res = {
-        "new_tokens": int(out.shape[1] - ids.shape[1]), "wall_s": wall, "steps": stats.steps,
-        "mean_committed": stats.mean_accepted, "rss_start_mb": rss0, "rss_end_mb": _rss_mb(),
-        "peak_rss_mb": _peak_rss_mb(), "kv_cache_mb_at_end": kv_mb,
-        "step_s_first_200": first, "step_s_last_200": last, "tables": _tables(assistant),
+        "new_tokens": int(out.shape[1] - ids.shape[1]), "wall_s": wall,
+        "steps": stats.steps if stats else len(committed), "mean_committed": stats.mean_accepted if stats else 1.0,
+        "rss_start_mb": rss0, "rss_end_mb": _rss_mb(), "peak_rss_mb": _peak_rss_mb(), "kv_cache_mb_at_end": kv_mb,
+        "step_s_first_200": first, "step_s_last_200": last, "tables": _tables(assistant) if assistant else [],
     }
     res["rss_after_release_mb"] = _rss_after_release_mb()
     # What one plain greedy token costs at the same context: the yardstick for step_s_last_200.
@@ -190,9 +197,10 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=1000, help="consecutive requests")
     ap.add_argument("--request-tokens", type=int, default=8, help="new tokens per request")
     ap.add_argument("--table-bytes", type=int, default=4 * 2**20, help="max_bytes of stand and aded")
-    ap.add_argument("--part", choices=["both", "requests", "long"], default="both",
+    ap.add_argument("--part", choices=["both", "requests", "long", "long-plain"], default="both",
                     help="run one part only; a fresh process per part keeps each part's RSS figures clean "
-                         "(the other part's figures already in --out are kept)")
+                         "(the other parts' figures already in --out are kept); long-plain: the long call "
+                         "without retrodraft, the yardstick for its memory figures")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
@@ -221,6 +229,8 @@ def main() -> None:
         save("requests", run_requests(model, encode, questions, args))
     if args.part in ("both", "long"):
         save("long_call", run_long(model, encode, args))
+    if args.part == "long-plain":
+        save("long_call_plain", run_long(model, encode, args, plain=True))
 
 
 if __name__ == "__main__":
