@@ -20,7 +20,6 @@ is then a number, not a guess.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import shlex
 import sys
@@ -28,15 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrodraft import models
-from retrodraft.bench.data import load_suite
-from retrodraft.bench.runner import _encode
-
-
-def _turn(rec: dict) -> dict:
-    turns = rec["turns"]
-    turns = ast.literal_eval(turns) if isinstance(turns, str) else turns
-    return turns[0]
+from _recorded import first_turn, load_run
 
 
 def oracle_steps(seen: np.ndarray, out: np.ndarray, cap: int) -> int:
@@ -73,21 +64,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
-    res = json.loads((args.run / "results.json").read_text())
-    cfg = res["config"]
-    suites = sorted({r["category"] for r in res["records"]})
-    prompts = {p.id: p for p in load_suite(suites, per_category=0)}
-    tok = models.load_tokenizer(cfg["model"])
-    by = {(r["prompt_id"], r["method"]): _turn(r) for r in res["records"]}
-    order = [r["prompt_id"] for r in res["records"] if r["method"] == "greedy"]
-    rd = [m for m in cfg["methods"] if m.startswith("retrodraft:")]
+    res, requests = load_run(args.run)
+    by = {(r["prompt_id"], r["method"]): first_turn(r) for r in res["records"]}
+    rd = [m for m in res["config"]["methods"] if m.startswith("retrodraft:")]
 
     seen = np.zeros(0, np.int64)
     rows, tot = [], {"greedy_s": 0.0, "ceiling_s": 0.0, "tokens": 0, "steps": 0}
-    for pid in order:
+    for pid, prompt_ids, out in requests:
         g = by[(pid, "greedy")]
-        prompt_ids = _encode(tok, prompts[pid], [], prompts[pid].turns[-1])[0].numpy()
-        out = np.asarray(g["tokens"], np.int64)
         steps = oracle_steps(np.concatenate([seen, prompt_ids]), out, args.cap)
         runs = [by[(pid, m)]["stats"] for m in rd if by[(pid, m)].get("stats")]
         prefill = min(s["prefill_s"] for s in runs)

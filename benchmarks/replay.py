@@ -18,22 +18,14 @@ from ``retrodraft bench``.
 from __future__ import annotations
 
 import argparse
-import ast
-import json
 from pathlib import Path
 
 import numpy as np
 
-from retrodraft import RetroDraft, models
-from retrodraft.bench.data import load_suite
+from _recorded import load_run
+from retrodraft import RetroDraft
 from retrodraft.bench.methods import _drafter
-from retrodraft.bench.runner import _encode
 from retrodraft.drafters.base import Outcome, Request
-
-
-def _turn(rec: dict) -> dict:
-    turns = rec["turns"]
-    return (ast.literal_eval(turns) if isinstance(turns, str) else turns)[0]
 
 
 def accept(tree, truth: np.ndarray) -> np.ndarray:
@@ -77,13 +69,8 @@ def main() -> None:
     ap.add_argument("--from-request", type=int, default=10, help="also report MAT from this request on (1-based)")
     args = ap.parse_args()
 
-    res = json.loads((args.run / "results.json").read_text())
-    suites = sorted({r["category"] for r in res["records"]})
-    prompts = {p.id: p for p in load_suite(suites, per_category=0)}
-    tok = models.load_tokenizer(res["config"]["model"])
-    greedy = [(r["prompt_id"], _turn(r)) for r in res["records"] if r["method"] == "greedy"]
-    data = [(_encode(tok, prompts[pid], [], prompts[pid].turns[-1])[0].numpy().astype(np.int64),
-             np.asarray(g["tokens"], np.int64)) for pid, g in greedy]
+    _, requests = load_run(args.run)
+    data = [(prompt, out) for _, prompt, out in requests]
 
     print(f"{'drafters':<40} " + " ".join(f"{i + 1:>5}" for i in range(len(data))) + "   all  late")
     for spec in args.drafters:
