@@ -545,11 +545,6 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(run=_cmd_index_query)
 
 
-def _budget_arg(text: str) -> int | str:
-    """An argparse ``type=`` for a RetroDraft budget: ``auto``, ``preset`` or a node count."""
-    return text if text in ("auto", "preset") else _int_in(0, 1024)(text)
-
-
 def _cmd_trace(args: argparse.Namespace) -> int:
     import torch
 
@@ -608,10 +603,11 @@ def _add_trace(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=_int_in(1, 100_000), default=128,
                    help="tokens to generate (default: %(default)s)")
     p.add_argument("--drafters", default=None, help="comma list of drafter names (default: history,recycling,lookup, the library's default set)")
-    p.add_argument("--sizing", choices=["auto", "fixed", "preset"], default=None,
-                   help="how each step's tree size is chosen (default: auto, or fixed when --budget is given)")
+    p.add_argument("--sizing", choices=("auto", "fixed", "preset"), default=None,
+                   help="how each step's tree size is chosen (default: auto, or fixed with --budget)")
     p.add_argument("--budget", type=_int_in(0, 1024), default=None,
-                   help="the most draft nodes per step (with --sizing fixed: exactly that many)")
+                   help="the most draft nodes per step: the cap of --sizing auto (default 32), exactly that many "
+                        "with --sizing fixed")
     p.set_defaults(run=_cmd_trace)
 
 
@@ -654,7 +650,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sizing", choices=("auto", "fixed", "preset"), default=None,
                    help="how each step's tree size is chosen (default: auto, or fixed with --budget)")
     p.add_argument("--budget", type=_int_in(0, 1024), default=None,
-                   help="draft nodes per step: the cap of --sizing auto (default 32), the size of fixed")
+                   help="the most draft nodes per step: the cap of --sizing auto (default 32), exactly that many "
+                        "with --sizing fixed")
     p.add_argument("--copy", action="store_true", help="copy the model's files instead of symlinking them")
     p.add_argument("--force", action="store_true", help="replace an earlier export at --out")
     p.set_defaults(run=_cmd_export)

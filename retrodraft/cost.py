@@ -15,7 +15,6 @@ import logging
 import os
 import platform
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,12 +181,3 @@ def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
-
-def __getattr__(name: str):
-    if name == "TreeSizer":  # its home until the sizer and the cost measurement were split
-        warnings.warn("retrodraft.cost.TreeSizer moved to retrodraft.sizing.TreeSizer", DeprecationWarning,
-                      stacklevel=2)
-        from .sizing import TreeSizer
-
-        return TreeSizer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

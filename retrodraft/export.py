@@ -123,7 +123,6 @@ def _options(src: Path, out: Path, drafters, index, state, sizing, budget, save_
     from transformers import AutoTokenizer
 
     from .assistant import RetroDraft
-    from .state import restore
 
     if isinstance(index, (str, os.PathLike)):
         index = [index]
@@ -132,8 +131,7 @@ def _options(src: Path, out: Path, drafters, index, state, sizing, budget, save_
     assistant = RetroDraft(drafters=drafters, sizing=sizing, budget=budget, index=index)
     tokenizer = AutoTokenizer.from_pretrained(src)
     for d in assistant.drafters:
-        for idx in getattr(d, "indexes", []):
-            idx.check_tokenizer(tokenizer)
+        d.check_tokenizer(tokenizer)
     options = {"drafters": [d.name for d in assistant.drafters], "sizing": assistant.sizing, "save_every": save_every}
     if budget is not None:
         options["budget"] = assistant.budget
@@ -142,7 +140,7 @@ def _options(src: Path, out: Path, drafters, index, state, sizing, budget, save_
     if state is not None:
         state = Path(state).expanduser().resolve()
         if state.exists():
-            restore(assistant, state, tokenizer)  # refuses a state these drafters or this tokenizer cannot take
+            assistant.load_state(state, tokenizer)  # refuses a state these drafters or this tokenizer cannot take
         inside = state.is_relative_to(out.expanduser().resolve())
         options["state"] = str(state.relative_to(out.expanduser().resolve())) if inside else str(state)
     return options

@@ -68,8 +68,11 @@ def generate(model, inputs: torch.Tensor | None = None, *, assistant: RetroDraft
             model, input_ids, logits_processor, stopping_criteria, generation_config, assistant, streamer, **model_kwargs
         )
 
-    with assistant._lock:  # one call at a time per assistant (its drafters and stats are shared state)
-        return _ORIGINAL_GENERATE(model, inputs, custom_generate=_retrodraft_decode, **kwargs)
+    with assistant.lock:  # one call at a time per assistant (its drafters and stats are shared state)
+        try:
+            return _ORIGINAL_GENERATE(model, inputs, custom_generate=_retrodraft_decode, **kwargs)
+        finally:
+            assistant.end()  # the drafters close the request, also when generation raised
 
 
 def _check_model(model) -> None:
@@ -265,7 +268,7 @@ class _Run:
         with self._timed("draft_s"):
             top_tokens, top_probs = top_candidates(logits, self.assistant.top_k)
             outcome = Outcome(self.context, tree, verdict.accepted, committed, top_tokens, top_probs)
-            self.assistant.observe(outcome, logits)
+            self.assistant.observe(outcome)
         self.stats.record_step(len(tree), len(committed))
 
     def finish(self):

@@ -25,7 +25,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .assistant import RetroDraft, _check_sizing
+from .assistant import RetroDraft
 from .errors import ConfigError
 from .generate import _ORIGINAL_GENERATE
 from .generate import generate as retrodraft_generate
@@ -71,16 +71,11 @@ def generate(*args: Any, model, **kwargs: Any):
     if overrides.get("enabled", True) is False:
         return _ORIGINAL_GENERATE(model, *args, **kwargs)
     served = _served_for(model.name_or_path, folder_options, kwargs.get("tokenizer"))
-    assistant = served.assistant
-    with assistant._lock:
-        default = assistant.sizing, assistant.budget
-        if "sizing" in overrides or "budget" in overrides:
-            sizing = overrides.get("sizing", folder_options.get("sizing"))
-            assistant.sizing, assistant.budget = _check_sizing(sizing, overrides.get("budget"), None)
-        try:
-            out = retrodraft_generate(model, *args, assistant=assistant, **kwargs)
-        finally:
-            assistant.sizing, assistant.budget = default
+    sized = {}
+    if "sizing" in overrides or "budget" in overrides:
+        sized = {"sizing": overrides.get("sizing", folder_options.get("sizing")), "budget": overrides.get("budget")}
+    with served.assistant.options(**sized):  # holds the assistant's lock until the request is logged
+        out = retrodraft_generate(model, *args, assistant=served.assistant, **kwargs)
         served.finished()
     return out
 
@@ -169,7 +164,7 @@ class _Served:
         """Save the state (never raises: a failed save is logged and serving goes on)."""
         if self.state is None or not self.unsaved:
             return
-        lock = self.assistant._lock
+        lock = self.assistant.lock
         if not lock.acquire(timeout=60):
             log.warning("retrodraft: state not saved (%s): a request kept the assistant busy", why)
             return

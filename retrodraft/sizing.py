@@ -34,7 +34,7 @@ class TreeSizer:
 
     Args:
         cost: the device's cost curve.
-        max_nodes: never more draft nodes than this (default: the largest measured pass - 1).
+        budget: never more draft nodes than this (default: the largest measured pass - 1).
         bins / prior: calibration resolution and strength (pseudo-observations per bin) of
             the initial belief.
         trust: the initial belief is that a node scored ``s`` is accepted with probability
@@ -43,16 +43,16 @@ class TreeSizer:
             the choice).
     """
 
-    def __init__(self, cost: CostModel, max_nodes: int | None = None, bins: int = 20, prior: float = 8.0,
+    def __init__(self, cost: CostModel, budget: int | None = None, bins: int = 20, prior: float = 8.0,
                  trust: float = 0.5) -> None:
         self.cost = cost
-        self.max_nodes = cost.max_tokens - 1 if max_nodes is None else min(int(max_nodes), cost.max_tokens - 1)
+        self.budget = cost.max_tokens - 1 if budget is None else min(int(budget), cost.max_tokens - 1)
         self.bins = int(bins)
         centres = (np.arange(self.bins) + 0.5) / self.bins
         self._hits = centres * prior * trust
         self._seen = np.full(self.bins, float(prior))
         # seconds(1 + n) for every n the sizer may choose, computed once.
-        self._seconds = cost.seconds_for(np.arange(1, self.max_nodes + 2))
+        self._seconds = cost.seconds_for(np.arange(1, self.budget + 2))
 
     def _bin(self, scores: np.ndarray) -> np.ndarray:
         # The epsilon puts float32 and float64 copies of one score (0.9 -> 17.99999 vs 18) in one bin.
@@ -63,10 +63,10 @@ class TreeSizer:
         b = self._bin(scores)
         return self._hits[b] / self._seen[b]
 
-    def choose(self, tree: DraftTree, limit: int | None = None) -> int:
+    def choose(self, tree: DraftTree, budget: int | None = None) -> int:
         """Draft nodes to keep (0 = plain decoding) for the highest expected tokens per second,
-        at most ``limit`` (and ``max_nodes``)."""
-        cap = self.max_nodes if limit is None else min(self.max_nodes, int(limit))
+        at most ``budget`` (and the sizer's own :attr:`budget`)."""
+        cap = self.budget if budget is None else min(self.budget, int(budget))
         s = np.sort(tree.scores[1:])[::-1][:cap]
         if s.size == 0:
             return 0

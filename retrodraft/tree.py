@@ -7,7 +7,7 @@ compute anything that flows from root to leaves (depths, ancestor sets, path sco
 Each node carries a ``score``: the drafter's estimate of the probability that the whole
 root-to-node path is accepted. Scores never grow along a path, so the ``n`` best-scored nodes
 always form a connected subtree; that is what makes :meth:`DraftTree.prune` and fusing the trees
-of several drafters (:meth:`DraftTree.merge`) cheap.
+of several drafters (:meth:`DraftTree.fuse`, on :meth:`DraftTree.merge`) cheap.
 
 Each node also carries its ``origins``: a bitmask of the drafters that proposed it (bit ``i`` =
 the assistant's drafter ``i``, set by :meth:`DraftTree.tagged`). Fusion ORs the masks of the
@@ -187,6 +187,24 @@ class DraftTree:
             if new[i] >= 0:
                 props.setdefault(int(new[i]), v)  # one sampled group per parent: the first kept
         return DraftTree(out_tok, out_par, out_dep, out_sc, props, out_org)
+
+    @classmethod
+    def fuse(cls, trees: Sequence["DraftTree"]) -> "DraftTree":
+        """One tree from several drafters' trees (same root), by longest-prefix matching.
+
+        Node origins record which tree proposed them (bit ``i`` = ``trees[i]``, for the first 32).
+        Sampled drafts (``proposals``) survive only in a tree that was not fused with another:
+        fusion folds other drafters' guesses into sampled children and re-ranks them by score,
+        which would bias the rejection chain, so in a fused tree they are verified by the
+        sample-and-descend rule, which is exact for any tree.
+        """
+        fused = trees[0].tagged(1)
+        if len(trees) == 1:
+            return fused
+        for i, t in enumerate(trees[1:], start=1):
+            fused = fused.merge(t.tagged(1 << i if i < 32 else 0))
+        fused.proposals = {}
+        return fused
 
     def prune(self, budget: int) -> "DraftTree":
         """Keep the root plus the ``budget`` best-scored draft nodes (a connected subtree).

@@ -74,10 +74,3 @@ def test_cost_json_path_is_accepted(tmp_path):
     CostModel(np.array([1, 2]), np.array([0.1, 0.2]), key="k").save(path)
     assert RetroDraft(cost=path).cost.seconds.tolist() == [0.1, 0.2]
 
-
-def test_tree_sizer_still_imports_from_cost_with_a_warning():
-    import retrodraft.cost
-    from retrodraft.sizing import TreeSizer
-
-    with pytest.warns(DeprecationWarning, match="retrodraft.sizing"):
-        assert retrodraft.cost.TreeSizer is TreeSizer

@@ -9,7 +9,7 @@ def test_method_names_set_drafters_options_and_budget():
     a = m.assistant
     assert a.budget == 8 and [d.name for d in a.drafters] == ["recycling", "retrieval"]
     assert a.drafters[1].miss == 1.0 and a.drafters[1].depth == 4
-    assert a.drafters[1].prior is a.drafters[0]
+    assert a.drafters[1].estimator is a.drafters[0]
     assert make_method("retrodraft:default").assistant.sizing == "auto"
 
 
