@@ -43,6 +43,18 @@ def test_merge_by_longest_prefix_keeps_best_score():
         a.merge(DraftTree.root_only(9))
 
 
+def test_fuse_tags_each_trees_nodes_and_drops_sampled_drafts():
+    a = DraftTree.from_paths(5, [[1, 2]], [[0.9, 0.8]])
+    b = DraftTree.from_paths(5, [[1, 3], [4]], [[0.7, 0.6], [0.5]])
+    b.proposals = {0: (np.array([1, 4]), np.array([1, 4]), np.array([0.6, 0.4], np.float32))}
+    alone = DraftTree.fuse([b])
+    assert alone.proposals and alone.origins[1:].tolist() == [1, 1, 1]
+    fused = DraftTree.fuse([a, b])
+    origin = {tuple(fused.tokens[fused.path_to(i)[1:]].tolist()): int(fused.origins[i]) for i in range(1, len(fused))}
+    assert origin == {(1,): 0b11, (1, 2): 0b01, (1, 3): 0b10, (4,): 0b10}
+    assert fused.proposals == {}
+
+
 def test_scores_never_grow_along_a_path():
     t = DraftTree.from_paths(0, [[1, 2, 3]], scores=[[0.5, 0.9, 0.7]])
     assert t.scores.tolist() == pytest.approx([1.0, 0.5, 0.5, 0.5])

@@ -137,13 +137,15 @@ class Retrieval(Drafter):
             tok = AutoTokenizer.from_pretrained(path)
         except (OSError, ValueError):
             tok = None
-        vocab = model.config.get_text_config().vocab_size
-        for idx in self.indexes:
-            if tok is not None:
-                idx.check_tokenizer(tok)
-            elif idx.header["tokenizer"].get("vocab_size", 0) > vocab:
-                raise IndexMismatchError(f"index {idx.path} uses token ids up to {idx.header['tokenizer']['vocab_size']}"
-                                         f" but the model's vocabulary has {vocab}: another tokenizer.")
+        if tok is not None:
+            self.check_tokenizer(tok)
+        else:  # no tokenizer beside the model: its vocabulary size is all there is to check
+            vocab = model.config.get_text_config().vocab_size
+            for idx in self.indexes:
+                if idx.header["tokenizer"].get("vocab_size", 0) > vocab:
+                    raise IndexMismatchError(f"index {idx.path} uses token ids up to "
+                                             f"{idx.header['tokenizer']['vocab_size']} but the model's vocabulary has "
+                                             f"{vocab}: another tokenizer.")
         self._checked.add(path)
 
     def begin(self, request: Request) -> None:
