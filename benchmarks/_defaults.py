@@ -12,6 +12,7 @@ with :mod:`ast`, never imported): ``DEFAULT_DRAFTERS``, ``RetroDraft.__init__``'
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
@@ -75,8 +76,19 @@ def _literal(tree: ast.Module, name: str):
     return None
 
 
+def _value(node: ast.expr, tree: ast.Module):
+    """A default argument's value: a literal, or a module-level constant it names."""
+    if isinstance(node, ast.Name):
+        return _literal(tree, node.id)
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return None
+
+
 def parse_defaults(source: str) -> Defaults:
-    """Read ``RetroDraft()``'s defaults from the text of a version of ``retrodraft/assistant.py``."""
+    """Read ``RetroDraft()``'s defaults from the text of a version of ``retrodraft/assistant.py``
+    (plus, appended, any module it takes its constants from)."""
     tree = ast.parse(source)
     params: dict[str, object] = {}
     for node in ast.walk(tree):
@@ -86,10 +98,7 @@ def parse_defaults(source: str) -> Defaults:
             defaults = init.args.defaults + init.args.kw_defaults
             for a, d in zip(args, defaults):
                 if d is not None:
-                    try:
-                        params[a.arg] = ast.literal_eval(d)
-                    except ValueError:
-                        params[a.arg] = None
+                    params[a.arg] = _value(d, tree)
     drafters = _literal(tree, "DEFAULT_DRAFTERS")
     if drafters is None:
         raise ValueError("no literal DEFAULT_DRAFTERS in this version of retrodraft/assistant.py")
@@ -101,11 +110,19 @@ def parse_defaults(source: str) -> Defaults:
 def defaults_at(commit: str) -> Defaults | None:
     """``RetroDraft()``'s defaults at ``commit``; None where this checkout lacks the commit (a
     shallow clone) or the file cannot be read."""
+    def show(path: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:{path}"],
+                              capture_output=True, text=True, check=True).stdout
+
     try:
-        src = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:retrodraft/assistant.py"],
-                             capture_output=True, text=True, check=True).stdout
+        src = show("retrodraft/assistant.py")
+        if not re.search(r"^DEFAULT_DRAFTERS\b", src, flags=re.M):
+            # The constants moved to another module: append every module of that commit defining them.
+            found = subprocess.run(["git", "-C", str(ROOT), "grep", "-l", "-E", r"^DEFAULT_DRAFTERS\b", commit, "--",
+                                    "retrodraft"], capture_output=True, text=True).stdout.split()
+            src += "".join("\n" + show(f.split(":", 1)[1]) for f in found)
         return parse_defaults(src)
-    except (OSError, subprocess.CalledProcessError, ValueError, StopIteration):
+    except (OSError, subprocess.CalledProcessError, ValueError, StopIteration, SyntaxError):
         return None
 
 

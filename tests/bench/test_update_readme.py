@@ -100,3 +100,6 @@ class RetroDraft:
     assert method_config("retrodraft:lookup@auto64", new, "float32") == Config(("lookup",), "auto", 64)
     assert method_config("pld", new, "float32") is None
     assert defaults_at("0" * 40) is None
+    named = 'DEFAULT_DRAFTERS = ("history",)\nDEFAULT_BUDGET = 32\nclass RetroDraft:\n' \
+            '    def __init__(self, drafters=None, budget=DEFAULT_BUDGET, sizing="auto"): ...\n'
+    assert parse_defaults(named).config("float32") == Config(("history",), "auto", 32)
