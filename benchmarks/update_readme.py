@@ -133,27 +133,37 @@ def _commands(x, out: list[str]) -> list[str]:
     return out
 
 
+def _json_file(run: Path, p: Path) -> list[str]:
+    """A stored JSON file's label and the commands it records (anywhere in it)."""
+    data = json.loads(p.read_text())
+    meta = data if isinstance(data, dict) else {}
+    what = ", ".join(meta[k] for k in ("model", "dtype") if isinstance(meta.get(k), str))
+    label = f"`{p.name}`" + (f" ({what})" if what else "")
+    cmds = _commands(data, [])
+    if cmds:
+        return [label + ":\n", "```bash\n" + "\n".join(cmds) + "\n```\n"]
+    see = "; see " + _link(run, "README.md") if (run / "README.md").is_file() else ""
+    return [label + ": no command stored in the file" + see + "\n"]
+
+
+def _readme_commands(p: Path) -> list[str]:
+    """The indented ``retrodraft ...`` / ``python ...`` lines of a folder's README."""
+    cmds = [ln.strip() for ln in p.read_text().splitlines()
+            if ln.startswith("    ") and ln.split()[0] in ("retrodraft", "python")]
+    return [f"Commands in `{p.name}`:\n\n```bash\n" + "\n".join(cmds) + "\n```\n"] if cmds else []
+
+
 def other_section(run: Path) -> str:
     """A folder that is not a ``retrodraft bench`` run: its files and every command they store."""
     files = sorted(p for p in run.iterdir() if p.is_file())
     lines = [f"## {run.name}\n", "Files: " + ", ".join(_link(run, p.name) for p in files) + ".\n"]
     for p in files:
-        cmds = _commands(json.loads(p.read_text()), []) if p.suffix == ".json" else []
-        if p.suffix == ".json" and isinstance(json.loads(p.read_text()), dict):
-            meta = json.loads(p.read_text())
-            what = ", ".join(str(meta[k]) for k in ("model", "dtype") if isinstance(meta.get(k), str))
-            lines.append(f"`{p.name}`" + (f" ({what})" if what else "") + (":" if cmds else
-                         ": no command stored in the file" + ("; see " + _link(run, "README.md")
-                                                              if (run / "README.md").is_file() else "")) + "\n")
-            if cmds:
-                lines.append("```bash\n" + "\n".join(cmds) + "\n```\n")
+        if p.suffix == ".json":
+            lines += _json_file(run, p)
         elif p.name == "command.txt":
             lines.append(f"`{p.name}`:\n\n```bash\n{p.read_text().strip()}\n```\n")
         elif p.name == "README.md":
-            cmds = [ln.strip() for ln in p.read_text().splitlines()
-                    if ln.startswith("    ") and ln.split()[0] in ("retrodraft", "python")]
-            if cmds:
-                lines.append(f"Commands in `{p.name}`:\n\n```bash\n" + "\n".join(cmds) + "\n```\n")
+            lines += _readme_commands(p)
     return "\n".join(lines)
 
 
