@@ -102,12 +102,14 @@ def bench_section(run: Path, res: dict) -> str:
     extra = sorted(p.name for p in run.iterdir() if p.is_file() and p.suffix != ".png"
                    and p.name not in ("results.json", "report.md"))
     dirty = ", dirty tree" if env.get("git_dirty") else ""
-    sampling = f", temperature {cfg['temperature']}" if cfg.get("temperature") else ", greedy"
+    sampling = f", temperature {cfg['temperature']}" if cfg.get("temperature") else ", greedy decoding"
+    indexes = (cfg.get("extra") or {}).get("index")
+    index = f", retrieval from the corpus index {', '.join(indexes)}" if indexes else ""
     parts = [
         f"## {run.name}\n",
         f"{env['model']} {env['dtype']} on {env['cpu']} ({env['threads']} threads, {env.get('device', 'cpu')}); "
         f"suites {_suites(env['command'])}: {prompts} prompts, up to {cfg['max_new_tokens']} new tokens"
-        f"{sampling}; {len(cfg['methods'])} methods. Run {env['started'][:16].replace('T', ' ')} UTC at git "
+        f"{sampling}{index}; {len(cfg['methods'])} methods. Run {env['started'][:16].replace('T', ' ')} UTC at git "
         f"{env['git_commit'][:10]}{dirty}.\n",
         "Methods (`retrodraft:` keys as the code at that commit built them):\n",
         "\n".join(describe_methods(res)) + "\n",
