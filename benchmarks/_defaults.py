@@ -103,7 +103,7 @@ def parse_defaults(source: str) -> Defaults:
     if drafters is None:
         raise ValueError("no literal DEFAULT_DRAFTERS in this version of retrodraft/assistant.py")
     return Defaults(tuple(drafters), params.get("budget"), "sizing" in params, params.get("sizing"),
-                    _literal(tree, "AUTO_MAX_NODES"), _literal(tree, "BUDGET_PRESETS") or {})
+                    _literal(tree, "DEFAULT_BUDGET") or _literal(tree, "AUTO_MAX_NODES"), _literal(tree, "BUDGET_PRESETS") or {})
 
 
 @lru_cache(maxsize=None)
