@@ -103,7 +103,13 @@ def parse_defaults(source: str) -> Defaults:
     if drafters is None:
         raise ValueError("no literal DEFAULT_DRAFTERS in this version of retrodraft/assistant.py")
     return Defaults(tuple(drafters), params.get("budget"), "sizing" in params, params.get("sizing"),
-                    _literal(tree, "DEFAULT_BUDGET") or _literal(tree, "AUTO_MAX_NODES"), _literal(tree, "BUDGET_PRESETS") or {})
+                    _auto_cap(tree), _literal(tree, "BUDGET_PRESETS") or {})
+
+
+def _auto_cap(tree: ast.Module) -> int | None:
+    """The node cap of cost-model sizing: ``DEFAULT_BUDGET``, called ``AUTO_MAX_NODES`` before."""
+    cap = _literal(tree, "DEFAULT_BUDGET")
+    return cap if cap is not None else _literal(tree, "AUTO_MAX_NODES")
 
 
 @lru_cache(maxsize=None)

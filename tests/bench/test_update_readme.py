@@ -103,3 +103,6 @@ class RetroDraft:
     named = 'DEFAULT_DRAFTERS = ("history",)\nDEFAULT_BUDGET = 32\nclass RetroDraft:\n' \
             '    def __init__(self, drafters=None, budget=DEFAULT_BUDGET, sizing="auto"): ...\n'
     assert parse_defaults(named).config("float32") == Config(("history",), "auto", 32)
+    budget_era = 'DEFAULT_DRAFTERS = ("history", "lookup")\nDEFAULT_BUDGET = 24\nclass RetroDraft:\n' \
+                 '    def __init__(self, drafters=None, budget=None, *, trace=False, sizing=None): ...\n'
+    assert parse_defaults(budget_era).config("float32") == Config(("history", "lookup"), "auto", 24)
