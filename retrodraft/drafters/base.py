@@ -132,6 +132,9 @@ class Drafter(ABC):
     def observe(self, outcome: Outcome) -> None:
         """Learn from one verification step."""
 
+    def end(self) -> None:
+        """Called once when a ``generate`` call finishes (returned, stopped or raised)."""
+
     def use_estimator(self, estimator: NextTokenEstimator | None) -> None:
         """Receive the model-estimate source (only called when ``wants_estimator``)."""
 
