@@ -296,6 +296,27 @@ class DraftTree:
         """Node tokens as model input, shape ``(1, n)``."""
         return torch.from_numpy(self.tokens).unsqueeze(0).to(device)
 
+    # ----------------------------------------------------------------- re-scoring
+    def rescored(self, path: Sequence[int], factor: float) -> "DraftTree":
+        """This tree with the scores of the node reached by ``path`` (tokens below the root) and
+        of all its descendants multiplied by ``factor`` in [0, 1] (scores stay non-increasing);
+        itself when no node is reached. Arrays other than ``scores`` are shared with this tree.
+        """
+        if not 0.0 <= factor <= 1.0:
+            raise ValueError(f"factor must be in [0, 1], got {factor}")
+        kids, node = self.children(), 0
+        for t in path:
+            node = kids[node].get(int(t), -1)
+            if node < 0:
+                return self
+        inside = np.zeros(len(self), bool)
+        inside[node] = True
+        for i in range(node + 1, len(self)):
+            inside[i] = inside[self.parents[i]]
+        scores = self.scores.copy()
+        scores[inside] *= np.float32(factor)
+        return DraftTree(self.tokens, self.parents, self.depths, scores, self.proposals, self.origins)
+
 
 @numba.njit(cache=True)
 def _dedup_kernel(tokens, parents, scores, origins, out_tok, out_par, out_dep, out_sc, out_org, new):

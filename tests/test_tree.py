@@ -112,3 +112,15 @@ def test_siblings_never_share_a_token():
         key = (int(t.parents[i]), int(t.tokens[i]))
         assert key not in seen
         seen.add(key)
+
+
+def test_rescored_scales_a_subtree_only():
+    t = DraftTree.from_paths(5, [[7, 8, 9], [7, 3], [2]], scores=[[0.9, 0.8, 0.7], [0.9, 0.5], [0.4]])
+    r = t.rescored([7, 8], 0.5)
+    got = {tuple(p): float(s) for p, s in zip((t.tokens[t.path_to(i)[1:]].tolist() for i in range(len(t))), r.scores)}
+    assert got == pytest.approx({(): 1.0, (7,): 0.9, (7, 8): 0.4, (7, 8, 9): 0.35, (7, 3): 0.5, (2,): 0.4})
+    assert np.array_equal(t.scores, DraftTree.from_paths(5, [[7, 8, 9], [7, 3], [2]],
+                                                         scores=[[0.9, 0.8, 0.7], [0.9, 0.5], [0.4]]).scores)
+    assert t.rescored([7, 4], 0.5) is t  # no such node: unchanged
+    with pytest.raises(ValueError, match="factor"):
+        t.rescored([7], 1.5)
