@@ -23,6 +23,7 @@ from .cost import CostModel, model_key
 from .drafters import Drafter, make_drafter
 from .drafters.base import NextTokenEstimator, Outcome, Request
 from .errors import ConfigError
+from .prefix_cache import DEFAULT_PREFIX_CACHE_BYTES, PrefixCache, check_prefix_cache_bytes
 from .shape import TreeShape
 from .sizing import TreeSizer
 from .trace import Trace
@@ -62,6 +63,9 @@ class Stats:
             learning), in the model's tree pass, and everything else of a step: building the
             mask and inputs, acceptance, cache compaction, stopping checks.
         prefill_s / wall_s: seconds for the prefill and the whole call.
+        prefix_reused: prompt positions whose KV came from the prefix cache (not prefilled).
+        prefix_skip: why nothing was reused ("" when something was): ``"off"``, ``"store empty"``,
+            ``"no stored prefix"``, or a cache that cannot be reused exactly.
     """
 
     steps: int = 0
@@ -73,6 +77,8 @@ class Stats:
     bookkeeping_s: float = 0.0
     prefill_s: float = 0.0
     wall_s: float = 0.0
+    prefix_reused: int = 0
+    prefix_skip: str = ""
 
     @property
     def accepted(self) -> list[int]:
@@ -137,6 +143,11 @@ class RetroDraft:
             ``"preset"`` the :data:`BUDGET_PRESETS` value for the device and dtype. Default:
             ``"fixed"`` when ``budget`` is given, else ``"auto"``.
         tree: deprecated name of ``shape``.
+        prefix_cache: bytes of KV kept from earlier calls so that a prompt starting like an
+            earlier one (a resent conversation) prefills only what is new (see
+            :mod:`retrodraft.prefix_cache`); default :data:`DEFAULT_PREFIX_CACHE_BYTES`, ``0``
+            turns it off. A :class:`~retrodraft.prefix_cache.PrefixCache` instance may be passed to
+            share one store between assistants. Never saved with the state.
 
     Drafter state persists across calls (a warm start); :meth:`reset` forgets it.
     ``stats`` describes the most recent call.
@@ -145,7 +156,8 @@ class RetroDraft:
     def __init__(self, drafters: Sequence[str | Drafter] | None = None, budget: int | None = None,
                  shape: "str | Path | TreeShape | None" = None, index=None,
                  cost: "CostModel | str | Path | None" = None, max_nodes: int | None = None, *,
-                 trace: bool = False, sizing: str | None = None, tree: "str | Path | TreeShape | None" = None) -> None:
+                 trace: bool = False, sizing: str | None = None, tree: "str | Path | TreeShape | None" = None,
+                 prefix_cache: "int | PrefixCache" = DEFAULT_PREFIX_CACHE_BYTES) -> None:
         names = list(DEFAULT_DRAFTERS) if drafters is None else list(drafters)
         if isinstance(drafters, (str, Drafter)):
             names = [drafters]
@@ -182,6 +194,11 @@ class RetroDraft:
         self.sizer: TreeSizer | None = None
         self.stats = Stats()
         self.trace: Trace | None = Trace() if trace else None
+        if isinstance(prefix_cache, PrefixCache):
+            self.prefix_cache: PrefixCache | None = prefix_cache
+        else:
+            size = check_prefix_cache_bytes(prefix_cache)
+            self.prefix_cache = PrefixCache(size) if size else None
         # Held for a whole generate call: threads sharing this assistant take turns.
         self._lock = threading.RLock()
 
@@ -284,8 +301,10 @@ class RetroDraft:
             self.trace.record(outcome)
 
     def reset(self) -> None:
-        """Forget all drafter state and the tree sizer's calibration (cold start)."""
+        """Forget all drafter state, the tree sizer's calibration and the prefix cache (cold start)."""
         self.sizer = None
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()
         for d in self.drafters:
             d.reset()
 
