@@ -281,7 +281,7 @@ class RetroDraft:
         if max_depth is not None and tree.max_depth > max_depth:
             tree = tree.select(np.flatnonzero(tree.depths <= max_depth))
         if self.sizing == "auto" and self.sizer is not None:
-            budget = self.sizer.choose(tree, limit=budget)
+            budget = self.sizer.choose(tree, limit=budget, context=len(context))
         return tree.prune(budget)
 
     def observe(self, outcome: Outcome, logits: torch.Tensor | None = None) -> None:
