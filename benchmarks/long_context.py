@@ -1,0 +1,136 @@
+"""Long contexts: tree sizing priced at the current length against the old one-length curve and fixed budgets.
+
+    python benchmarks/long_context.py --model qwen2.5-coder-1.5b --dtype bfloat16 \
+        --contexts 2048,8192,16384 --new-tokens 128 --budgets 4,8,16 \
+        --out benchmarks/results/long-context/qwen2.5-coder-1.5b-bf16.json
+    # the prefix cache at its byte budget: resident memory over many distinct long requests
+    python benchmarks/long_context.py --part memory --model qwen2.5-coder-1.5b --dtype bfloat16 \
+        --prefix-bytes 268435456 --requests 40 --out benchmarks/results/long-context/qwen2.5-coder-1.5b-bf16-memory.json
+
+Prompts: Python standard-library source (on every machine with Python), concatenated file after
+file and cut at the context length, so the model continues code mid-file. For each context the
+methods run interleaved on that one prompt, each with a fresh assistant and the prefix cache off
+(every call prefills the same prompt from scratch; ``decode_s`` leaves the prefill out):
+
+- ``greedy``: plain ``generate``;
+- ``auto``: ``RetroDraft()``, sized with the cost surface measured at several context lengths;
+- ``auto-one-length``: the same, sized with that surface's first row only (the curve before
+  context-aware sizing: a 256-token prefix at every length);
+- ``fixed@B``: ``RetroDraft(budget=B)`` for every ``--budgets`` value.
+
+``--part memory`` sends ``--requests`` distinct prompts of ``--memory-context`` tokens through one
+assistant whose prefix cache holds ``--prefix-bytes``, and records the store's bytes and the
+process's resident memory after every request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+
+from retrodraft import RetroDraft, models
+from retrodraft.cost import CostModel
+
+
+def _code_ids(tok, n_tokens: int, skip_files: int = 0) -> torch.Tensor:
+    """``(1, n_tokens)`` ids of standard-library source, files in sorted order from ``skip_files``."""
+    files = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))[skip_files:]
+    ids: list[int] = []
+    for f in files:
+        ids += tok(f.read_text(errors="replace") + "\n\n", add_special_tokens=False)["input_ids"]
+        if len(ids) >= n_tokens:
+            return torch.tensor([ids[:n_tokens]])
+    raise SystemExit(f"the standard library holds fewer than {n_tokens} tokens")
+
+
+def _methods(curve: CostModel, budgets: list[int]) -> dict:
+    one = CostModel(curve.sizes, curve.seconds, curve.key, curve.device)
+    out = {"greedy": None, "auto": lambda: RetroDraft(cost=curve, prefix_cache=0),
+           "auto-one-length": lambda: RetroDraft(cost=one, prefix_cache=0)}
+    for b in budgets:
+        out[f"fixed@{b}"] = lambda b=b: RetroDraft(budget=b, prefix_cache=0)
+    return out
+
+
+def run_contexts(model, tok, args) -> list[dict]:
+    curve = CostModel.for_model(model)
+    rows = []
+    for context in args.contexts:
+        ids = _code_ids(tok, context)
+        methods = _methods(curve, args.budgets)
+        for name, make in methods.items():
+            assistant = make() if make else None
+            t0 = time.perf_counter()
+            out = model.generate(ids, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
+                                 do_sample=False, assistant=assistant)
+            wall = time.perf_counter() - t0
+            new = int(out.shape[1] - ids.shape[1])
+            row = {"context": context, "method": name, "new_tokens": new, "wall_s": wall}
+            if assistant is not None:
+                s = assistant.stats
+                row.update(prefill_s=s.prefill_s, decode_s=wall - s.prefill_s, steps=s.steps,
+                           mean_committed=s.mean_committed, mean_tree=s.mean_tree_size)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        greedy = next(r for r in rows if r["context"] == context and r["method"] == "greedy")
+        for r in rows:
+            if r["context"] == context:
+                r["speedup_call"] = greedy["wall_s"] / r["wall_s"]
+    return rows
+
+
+def run_memory(model, tok, args) -> dict:
+    proc = psutil.Process()
+    assistant = RetroDraft(prefix_cache=args.prefix_bytes)
+    trace = []
+    rss0 = proc.memory_info().rss / 2**20
+    for r in range(args.requests):
+        ids = _code_ids(tok, args.memory_context, skip_files=3 * r)
+        model.generate(ids, max_new_tokens=16, do_sample=False, assistant=assistant)
+        store = assistant.prefix_cache
+        trace.append({"request": r, "store_bytes": store.nbytes, "entries": len(store),
+                      "rss_mb": proc.memory_info().rss / 2**20})
+        print(json.dumps(trace[-1]), flush=True)
+    return {"prefix_bytes": args.prefix_bytes, "requests": args.requests, "context": args.memory_context,
+            "rss_start_mb": rss0, "trace": trace,
+            "within_budget": all(t["store_bytes"] <= args.prefix_bytes for t in trace)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="qwen2.5-coder-1.5b")
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--part", choices=["contexts", "memory"], default="contexts")
+    ap.add_argument("--contexts", type=lambda s: [int(x) for x in s.split(",")], default=[2048, 8192, 16384])
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--budgets", type=lambda s: [int(x) for x in s.split(",")], default=[4, 8, 16])
+    ap.add_argument("--prefix-bytes", type=int, default=256 * 2**20)
+    ap.add_argument("--requests", type=int, default=40)
+    ap.add_argument("--memory-context", type=int, default=2048)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    model, tok = models.load(args.model, dtype=args.dtype)
+    result = {"command": "python benchmarks/long_context.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+              "model": args.model, "dtype": args.dtype, "threads": torch.get_num_threads(),
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if args.part == "contexts":
+        result["rows"] = run_contexts(model, tok, args)
+    else:
+        result["memory"] = run_memory(model, tok, args)
+    result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
