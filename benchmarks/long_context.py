@@ -131,6 +131,26 @@ def run_memory(model, tok, args) -> dict:
             "within_budget": all(t["store_bytes"] <= args.prefix_bytes for t in trace)}
 
 
+def report(result: dict) -> str:
+    """A markdown table of a ``--part contexts`` result (written next to the JSON as ``.md``)."""
+    lines = [f"# Long contexts: {result['model']} ({result['dtype']}), {result['threads']} threads\n",
+             f"Made by: `{result['command']}`\n",
+             "Decoding only (each context prefilled once, every method on a copy of that cache); speedup = "
+             "tokens/s over greedy at the same context. `auto` is sized on the cost surface measured at several "
+             "context lengths, `auto-one-length` on its first row (256 cached positions) only.\n",
+             *(["In bfloat16 a tree pass rounds differently from one-token passes, so outputs may part from greedy's "
+                "(exactness is claimed, and tested, in float32).\n"] if result["dtype"] != "float32" else []),
+             "| context | method | new tokens | decode s | speedup | MAT | mean tree | same as greedy |",
+             "|---:|---|---:|---:|---:|---:|---:|---|"]
+    for r in result["rows"]:
+        mat = f"{r['mean_committed']:.2f}" if "mean_committed" in r else "-"
+        tree = f"{r['mean_tree']:.1f}" if "mean_tree" in r else "-"
+        same = {True: "yes", False: "no"}.get(r.get("same_as_greedy"), "-")
+        lines.append(f"| {r['context']} | {r['method']} | {r['new_tokens']} | {r['decode_s']:.1f} | "
+                     f"{r['speedup']:.2f}x | {mat} | {tree} | {same} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="qwen2.5-coder-1.5b")
@@ -143,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=40)
     ap.add_argument("--memory-context", type=int, default=2048)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--report-only", action="store_true", help="rewrite OUT.md from an existing OUT")
     args = ap.parse_args(argv)
+    if args.report_only:
+        args.out.with_suffix(".md").write_text(report(json.loads(args.out.read_text())))
+        return 0
     model, tok = models.load(args.model, dtype=args.dtype)
     result = {"command": "python benchmarks/long_context.py " + shlex.join(sys.argv[1:] if argv is None else argv),
               "model": args.model, "dtype": args.dtype, "threads": torch.get_num_threads(),
@@ -155,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
+    if args.part == "contexts":
+        args.out.with_suffix(".md").write_text(report(result))
     return 0
 
 
