@@ -26,6 +26,7 @@ from .cost import CostModel, model_key
 from .drafters import Drafter, make_drafter
 from .drafters.base import Outcome, Request
 from .errors import ConfigError, StateError
+from .prefix_cache import DEFAULT_PREFIX_CACHE_BYTES, PrefixCache, check_prefix_cache_bytes
 from .shape import TreeShape
 from .sizing import TreeSizer
 from .state import read_manifest, restore
@@ -65,6 +66,9 @@ class Stats:
             learning), in the model's tree pass, and everything else of a step: building the
             mask and inputs, acceptance, cache compaction, stopping checks.
         prefill_s / wall_s: seconds for the prefill and the whole call.
+        prefix_reused: prompt positions whose KV came from the prefix cache (not prefilled).
+        prefix_skip: why nothing was reused ("" when something was): ``"off"``, ``"store empty"``,
+            ``"no stored prefix"``, or a cache that cannot be reused exactly.
     """
 
     steps: int = 0
@@ -76,6 +80,8 @@ class Stats:
     bookkeeping_s: float = 0.0
     prefill_s: float = 0.0
     wall_s: float = 0.0
+    prefix_reused: int = 0
+    prefix_skip: str = ""
 
     @property
     def mean_committed(self) -> float:
@@ -131,6 +137,11 @@ class RetroDraft:
             acceptance; none when drafting does not pay); ``"fixed"`` always ``budget`` nodes;
             ``"preset"`` the :data:`BUDGET_PRESETS` value for the device and dtype. Default:
             ``"fixed"`` when ``budget`` is given, else ``"auto"``.
+        prefix_cache: bytes of KV kept from earlier calls so that a prompt starting like an
+            earlier one (a resent conversation) prefills only what is new (see
+            :mod:`retrodraft.prefix_cache`); default :data:`DEFAULT_PREFIX_CACHE_BYTES`, ``0``
+            turns it off. A :class:`~retrodraft.prefix_cache.PrefixCache` instance may be passed to
+            share one store between assistants. Never saved with the state.
 
     Drafter state persists across calls (a warm start); :meth:`reset` forgets it.
     ``stats`` describes the most recent call.
@@ -143,7 +154,8 @@ class RetroDraft:
     def __init__(self, drafters: Sequence[str | Drafter] | None = None, budget: int | None = None,
                  shape: "str | Path | TreeShape | None" = None, index=None,
                  cost: "CostModel | str | Path | None" = None, *, trace: bool = False,
-                 sizing: str | None = None) -> None:
+                 sizing: str | None = None,
+                 prefix_cache: "int | PrefixCache" = DEFAULT_PREFIX_CACHE_BYTES) -> None:
         names = list(DEFAULT_DRAFTERS) if drafters is None else list(drafters)
         if isinstance(drafters, (str, Drafter)):
             names = [drafters]
@@ -179,6 +191,11 @@ class RetroDraft:
         self.lock = threading.RLock()
         self._documents: tuple[np.ndarray, ...] | None = None  # set by options(documents=...)
         self._begun: list[Drafter] = []  # drafters to end() when the call finishes
+        if isinstance(prefix_cache, PrefixCache):
+            self.prefix_cache: PrefixCache | None = prefix_cache
+        else:
+            size = check_prefix_cache_bytes(prefix_cache)
+            self.prefix_cache = PrefixCache(size) if size else None
 
     def __repr__(self) -> str:
         return f"RetroDraft(drafters={[d.name for d in self.drafters]!r}, sizing={self.sizing!r}, budget={self.budget!r})"
@@ -299,7 +316,7 @@ class RetroDraft:
         if max_depth is not None and tree.max_depth > max_depth:
             tree = tree.select(np.flatnonzero(tree.depths <= max_depth))
         if self.sizing == "auto" and self.sizer is not None:
-            budget = self.sizer.choose(tree, budget=budget)
+            budget = self.sizer.choose(tree, budget=budget, context=len(context))
         return tree.prune(budget)
 
     def observe(self, outcome: Outcome) -> None:
@@ -325,8 +342,10 @@ class RetroDraft:
             raise error
 
     def reset(self) -> None:
-        """Forget all drafter state and the tree sizer's calibration (cold start)."""
+        """Forget all drafter state, the tree sizer's calibration and the prefix cache (cold start)."""
         self.sizer = None
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()
         for d in self.drafters:
             d.reset()
 

@@ -386,7 +386,8 @@ def _cmd_cost(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     model, _ = models.load(args.model, dtype=args.dtype)
-    cm = CostModel.for_model(model, refresh=args.refresh, sizes=sizes, past_len=args.past)
+    kw = {"past_len": args.past} if args.past is not None else {}
+    cm = CostModel.for_model(model, refresh=args.refresh, sizes=sizes, **kw)
     print(f"{args.model} {args.dtype} on {cm.device}, cached at {cost_dir() / (model_key(model) + '.json')}")
     print("tokens  ms/pass  relative")
     for t, sec in zip(cm.sizes.astype(int), cm.seconds):
@@ -423,8 +424,9 @@ def _add_cost(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--refresh", action="store_true", help="measure again even if a curve is cached")
     p.add_argument("--sizes", type=_int_list(1, 1024), default=None,
                    help="comma list of token counts (default: 1,2,4,...,64)")
-    p.add_argument("--past", type=_int_in(2, 100_000), default=256,
-                   help="cached prefix length while timing (default: %(default)s)")
+    p.add_argument("--past", type=_int_in(2, 100_000), default=None,
+                   help="time after this one cached prefix length only (default: 256, 1024, 4096 and 8192 "
+                        "cached positions, those the model holds; the table shows the first)")
     p.add_argument("--threads", type=_int_in(1), default=None, help="torch threads (default: torch's)")
     p.add_argument("--plot", default=None, help="also write the curve as a PNG here")
     p.set_defaults(run=_cmd_cost)
