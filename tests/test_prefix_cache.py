@@ -212,7 +212,7 @@ def test_threads_sharing_an_assistant_and_a_store_decode_exactly():
             for _ in range(2):
                 for p, ref in zip(convs[k % 3], refs[k % 3]):
                     assistant = shared if k % 2 == 0 else other
-                    with assistant._lock:  # read the stats of this very call
+                    with assistant.lock:  # read the stats of this very call
                         out = _gen(model, p, max_new_tokens=24, do_sample=False, assistant=assistant)
                         reused.append(assistant.stats.prefix_reused)
                     if not torch.equal(out, ref):
