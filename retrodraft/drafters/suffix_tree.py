@@ -27,7 +27,7 @@ import numba
 import numpy as np
 
 from ..errors import ConfigError
-from ..memory import Arrays, SuffixAutomaton
+from ..memory import SuffixAutomaton
 from ..tree import DraftTree
 from ._kernels import add_node, grown, heap_pop, heap_push, init_root, keep_top, to_tree, tree_buffers
 
@@ -57,11 +57,12 @@ def _scratch(nodes: int, fanout: int) -> _Scratch:
 
 
 @numba.njit(cache=True)
-def _expand(a, v0, length, conf, lim, s, buf):
-    """Best-first continuation trie below state ``v0`` (``length`` tokens matched) into ``buf``;
-    returns its size. ``lim = (max_depth, max_nodes, max_scan, min_score)``; the fanout is
-    ``len(s.k_cnt)``. Node 0 is the root (its token is set by the caller)."""
+def _expand(a, root, v0, length, conf, lim, s, buf):
+    """Best-first continuation trie below state ``v0`` (``length`` tokens matched) into ``buf``
+    with ``root`` at node 0; returns its size. ``lim = (max_depth, max_nodes, max_scan,
+    min_score)``; the fanout is ``len(s.k_cnt)``."""
     max_depth, max_nodes, max_scan, min_score = lim
+    init_root(buf, root)
     top = conf.shape[0] - 1
     s.n_sc[0] = 1.0
     s.n_state[0] = v0
@@ -149,11 +150,10 @@ class SuffixTree:
         self._buf = grown(self._buf, budget + 1)
         if self._scratch.n_sc.shape[0] < budget + 1:
             self._scratch = _scratch(max(budget, 2 * (self._scratch.n_sc.shape[0] - 1)), self.max_fanout)
-        init_root(self._buf, ctx[-1])
-        size = 1
         with store.lock:
             m = store.match(ctx, self.max_match)
             if m.length and budget > 0:
                 lim = (self.depth(m.length), budget, self.max_scan, self.min_score)
-                size = _expand(store.arrays, m.state, m.length, self.conf, lim, self._scratch, self._buf)
-        return to_tree(self._buf, size)
+                size = _expand(store.arrays, ctx[-1], m.state, m.length, self.conf, lim, self._scratch, self._buf)
+                return to_tree(self._buf, size)
+        return DraftTree.root_only(int(ctx[-1]))
