@@ -132,6 +132,10 @@ class Drafter(ABC):
     def observe(self, outcome: Outcome) -> None:
         """Learn from one verification step."""
 
+    def end(self) -> None:
+        """Called once when the request begun by :meth:`begin` ends (an engine that serves many
+        requests at once, e.g. vLLM, keeps one drafter per request and ends it here)."""
+
     def use_estimator(self, estimator: NextTokenEstimator | None) -> None:
         """Receive the model-estimate source (only called when ``wants_estimator``)."""
 

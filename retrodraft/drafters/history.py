@@ -157,6 +157,10 @@ class History(Drafter):
         with self._lock:
             self._finalize()
 
+    def end(self) -> None:
+        """The request ended: store it in the memory now."""
+        self.flush()
+
     def _finalize(self) -> None:
         if not self._open:
             return
