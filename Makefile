@@ -58,8 +58,11 @@ test: venv models browser vllm
 	$(PY) -m pytest -q -m "not slow"
 	$(MAKE) test-vllm
 
-# The vLLM engine tests (tests/vllm; the main venv skips them: no vllm there).
+# The vLLM engine tests (tests/vllm; the main venv skips them: no vllm there). Two architectures:
+# SmolLM2-135M (llama) and Qwen2.5-Coder-0.5B (qwen2, fetched here if missing, ~1 GB).
 test-vllm: vllm models
+	@$(VENV)/bin/retrodraft models path qwen2.5-coder-0.5b >/dev/null 2>&1 \
+		|| $(VENV)/bin/retrodraft models fetch qwen2.5-coder-0.5b
 	VLLM_CPU_KVCACHE_SPACE=1 HF_HUB_OFFLINE=1 $(VPY) -m pytest -q -p no:cacheprovider tests/vllm
 
 test-all: venv models browser

@@ -5,13 +5,15 @@
         --out benchmarks/results/vllm-qwen2.5-coder-1.5b-bf16-refactor
 
 Runs in .venv-vllm (`make vllm`; `suffix` needs `bash benchmarks/install_arctic.sh .venv-vllm/bin/python`).
-Every method runs in its own process (a fresh engine: vLLM's and retrodraft's caches start cold),
-on the same prompts in the same order, with the same ``num_speculative_tokens``. Per method and
-concurrency: output tokens per second (wall clock of ``LLM.generate``, the engine start and a
-warm-up request excluded), mean acceptance length (vLLM's counters: 1 + accepted / drafts), and
-for retrodraft the proposer's own drafting time per step. ``--concurrency 4`` sends the prompts
-4 at a time (one ``generate`` call each group). Chat prompts use the model's chat template;
-multi-turn Spec-Bench prompts send their first turn only. results.json stores the command.
+Methods run by separate commands into the same ``--out`` (same other arguments) are merged into one
+results.json, each with the command that ran it. Every method runs in its own process (a fresh
+engine: vLLM's and retrodraft's caches start cold), on the same prompts in the same order, with the
+same ``num_speculative_tokens``. Per method and concurrency: output tokens per second (wall clock of
+``LLM.generate``, the engine start and a warm-up request excluded), mean acceptance length (vLLM's
+counters: 1 + accepted / drafts), and for retrodraft the proposer's own drafting time per step.
+``--concurrency 4`` sends the prompts 4 at a time (one ``generate`` call each group). Chat prompts
+use the model's chat template; multi-turn Spec-Bench prompts send their first turn only.
+results.json stores the command.
 """
 
 from __future__ import annotations
@@ -149,10 +151,15 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     import vllm
 
-    results = {"config": {**{k: v for k, v in vars(a).items() if k != "one"}, "vllm": vllm.__version__,
-                          "command": "python " + " ".join(shlex.quote(x) for x in
-                                                          ["benchmarks/vllm_bench.py"] + sys.argv[1:])},
-               "methods": {}}
+    command = "python " + " ".join(shlex.quote(x) for x in ["benchmarks/vllm_bench.py"] + sys.argv[1:])
+    config = {k: v for k, v in vars(a).items() if k not in ("one", "methods")}
+    config["vllm"] = vllm.__version__
+    results = {"config": config, "methods": {}}
+    previous = out / "results.json"
+    if previous.exists():  # methods run by earlier commands on the same configuration are kept
+        old = json.loads(previous.read_text())
+        if old.get("config") == config:
+            results["methods"] = old["methods"]
     for m in a.methods.split(","):
         cmd = [sys.executable, __file__, "--one", m] + sys.argv[1:]
         r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
@@ -160,7 +167,7 @@ def main(argv=None) -> int:
             results["methods"][m] = {"error": r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed"}
             print(f"{m}: failed: {results['methods'][m]['error']}", file=sys.stderr)
             continue
-        results["methods"][m] = json.loads(r.stdout.strip().splitlines()[-1])
+        results["methods"][m] = json.loads(r.stdout.strip().splitlines()[-1]) | {"command": command}
         (out / "results.json").write_text(json.dumps(results, indent=1))
     base = results["methods"].get("none", {}).get("runs", {})
     lines = ["| method | concurrency | tok/s | speedup | mean acceptance length | identical to none |", "|---|---|---|---|---|---|"]
@@ -171,7 +178,8 @@ def main(argv=None) -> int:
                          f"{run['mean_acceptance_length'] or '-'} | {run['outputs'] == b['outputs']} |" if b else
                          f"| {m} | {c} | {run['tok_s']:.2f} | - | {run['mean_acceptance_length'] or '-'} | - |")
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    (out / "report.md").write_text(f"`{results['config']['command']}`\n\n" + "\n".join(lines) + "\n")
+    commands = sorted({res.get("command", "") for res in results["methods"].values()} - {""})
+    (out / "report.md").write_text("".join(f"`{c}`\n\n" for c in commands) + "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

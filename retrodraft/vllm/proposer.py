@@ -224,7 +224,7 @@ class RetroDraftProposer:
 
     def save(self) -> None:
         """Save the shared memory to the ``state`` folder (finished requests only)."""
-        if self.opts.state:
+        if self.opts.state and _first_rank():
             _state_io.save_history(self.opts.state, self.tokenizer, self._keeper)
             self._unsaved = 0
 
@@ -240,6 +240,8 @@ class RetroDraftProposer:
 
     def write_stats(self) -> None:
         """Rewrite the ``stats`` JSON file atomically."""
+        if not _first_rank():
+            return
         path = Path(self.opts.stats)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".stats-", dir=path.parent)
@@ -258,6 +260,14 @@ class RetroDraftProposer:
             self.save()
         if self.opts.stats:
             self.write_stats()
+
+
+def _first_rank() -> bool:
+    """True in the process that writes files: every tensor/pipeline-parallel rank drafts the
+    same chains, and only the first saves them (they would write the same bytes)."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def _chain_tree(root: int, chain: np.ndarray) -> DraftTree:
