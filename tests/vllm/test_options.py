@@ -51,6 +51,7 @@ def test_a_forged_class_name_is_refused():
 
 def test_the_serve_line_carries_the_config():
     line = serve_command("org/model", drafters=["history"], num_speculative_tokens=4)
+    assert serve_command("m", cpu_build=True).startswith("python -m vllm.entrypoints.openai.api_server --model m ")
     assert line.startswith("vllm serve org/model --speculative-config '")
     spec = json.loads(line.split("--speculative-config ", 1)[1].strip("'"))
     assert spec == speculative_config(drafters=["history"], num_speculative_tokens=4)
