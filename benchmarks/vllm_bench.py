@@ -11,7 +11,8 @@ engine: vLLM's and retrodraft's caches start cold), on the same prompts in the s
 same ``num_speculative_tokens``. Per method and concurrency: output tokens per second (wall clock of
 ``LLM.generate``, the engine start and a warm-up request excluded), mean acceptance length (vLLM's
 counters: 1 + accepted / drafts), and for retrodraft the proposer's own drafting time per step.
-``--concurrency 4`` sends the prompts 4 at a time (one ``generate`` call each group). Chat prompts
+``--concurrency 4`` sends the prompts 4 at a time (one ``generate`` call each group); each
+level runs on its own fresh engine. Chat prompts
 use the model's chat template; multi-turn Spec-Bench prompts send their first turn only.
 results.json stores the command.
 """
@@ -152,7 +153,7 @@ def main(argv=None) -> int:
     import vllm
 
     command = "python " + " ".join(shlex.quote(x) for x in ["benchmarks/vllm_bench.py"] + sys.argv[1:])
-    config = {k: v for k, v in vars(a).items() if k not in ("one", "methods")}
+    config = {k: v for k, v in vars(a).items() if k not in ("one", "methods", "concurrency")}
     config["vllm"] = vllm.__version__
     results = {"config": config, "methods": {}}
     previous = out / "results.json"
@@ -161,24 +162,39 @@ def main(argv=None) -> int:
         if old.get("config") == config:
             results["methods"] = old["methods"]
     for m in a.methods.split(","):
-        cmd = [sys.executable, __file__, "--one", m] + sys.argv[1:]
-        r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
-        if r.returncode != 0:
-            results["methods"][m] = {"error": r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed"}
-            print(f"{m}: failed: {results['methods'][m]['error']}", file=sys.stderr)
-            continue
-        results["methods"][m] = json.loads(r.stdout.strip().splitlines()[-1]) | {"command": command}
-        (out / "results.json").write_text(json.dumps(results, indent=1))
+        for c in a.concurrency.split(","):  # each level on a fresh engine: no cache warmed by another level
+            argv = sys.argv[1:]
+            i = argv.index("--concurrency") if "--concurrency" in argv else -1
+            argv = (argv[:i] + argv[i + 2:] if i >= 0 else argv) + ["--concurrency", c]
+            r = subprocess.run([sys.executable, __file__, "--one", m] + argv, capture_output=True, text=True,
+                               env=dict(os.environ))
+            if r.returncode != 0:
+                err = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed"
+                results["methods"].setdefault(m, {"runs": {}})["error"] = err
+                print(f"{m} x{c}: failed: {err}", file=sys.stderr)
+                continue
+            one = json.loads(r.stdout.strip().splitlines()[-1])
+            entry = results["methods"].setdefault(m, {"runs": {}})
+            entry["runs"][c] = one["runs"][c] | {"engine_start_s": one["engine_start_s"],
+                                                 "proposer_stats": one["proposer_stats"], "command": command}
+            entry["prompt_tokens"] = one["prompt_tokens"]
+            (out / "results.json").write_text(json.dumps(results, indent=1))
     base = results["methods"].get("none", {}).get("runs", {})
-    lines = ["| method | concurrency | tok/s | speedup | mean acceptance length | identical to none |", "|---|---|---|---|---|---|"]
+    lines = ["| method | concurrency | tok/s | speedup over none | mean acceptance length | drafting ms/step "
+             "| identical to none |", "|---|---|---|---|---|---|---|"]
     for m, res in results["methods"].items():
-        for c, run in res.get("runs", {}).items():
+        for c, run in sorted(res.get("runs", {}).items(), key=lambda kv: int(kv[0])):
             b = base.get(c)
-            lines.append(f"| {m} | {c} | {run['tok_s']:.2f} | {run['tok_s'] / b['tok_s']:.2f}x | "
-                         f"{run['mean_acceptance_length'] or '-'} | {run['outputs'] == b['outputs']} |" if b else
-                         f"| {m} | {c} | {run['tok_s']:.2f} | - | {run['mean_acceptance_length'] or '-'} | - |")
+            mal = run["mean_acceptance_length"]
+            ps = run.get("proposer_stats") or {}
+            draft = ps.get("draft_ms_per_step")
+            cells = [m, c, f"{run['tok_s']:.2f}", f"{run['tok_s'] / b['tok_s']:.2f}x" if b else "-",
+                     f"{mal:.2f}" if mal else "-", f"{draft:.2f}" if draft is not None else "-",
+                     str(run["outputs"] == b["outputs"]) if b else "-"]
+            lines.append("| " + " | ".join(cells) + " |")
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    commands = sorted({res.get("command", "") for res in results["methods"].values()} - {""})
+    commands = sorted({run.get("command", "") for res in results["methods"].values()
+                       for run in res.get("runs", {}).values()} - {""})
     (out / "report.md").write_text("".join(f"`{c}`\n\n" for c in commands) + "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
