@@ -36,6 +36,9 @@ class RunnerView:
 
     def __init__(self, runner: Any) -> None:
         self._runner = runner
+        # The state objects behind the keys handed out, until the runner drops them: while held,
+        # no new request's state can reuse an address (the id in a key).
+        self._hold: dict[Any, Any] = {}
 
     def row_keys(self, n_rows: int) -> list[Any] | None:
         """One key per batch row, ``(request id, its state object)`` so a request aborted and
@@ -48,12 +51,18 @@ class RunnerView:
         out = []
         for rid in ids[:n_rows]:
             state = reqs.get(rid) if rid is not None else None
-            out.append(None if state is None else (rid, id(state)))
+            key = None if state is None else (rid, id(state))
+            if key is not None:
+                self._hold[key] = state
+            out.append(key)
         return out
 
     def live(self) -> set[Any]:
-        """Keys of every request the runner still holds (running, or paused out of the batch)."""
-        return {(rid, id(state)) for rid, state in self._runner.requests.items()}
+        """Keys of every request the runner still holds (running, or paused out of the batch);
+        call once per step, after :meth:`row_keys`."""
+        keys = {(rid, id(state)) for rid, state in self._runner.requests.items()}
+        self._hold = {k: v for k, v in self._hold.items() if k in keys}
+        return keys
 
 
 def attach(proposer: Any, depth: int = 2) -> RunnerView | None:
