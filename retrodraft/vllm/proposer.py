@@ -50,7 +50,6 @@ from .rows import ContentRows
 __all__ = ["RetroDraftProposer"]
 
 log = logging.getLogger("retrodraft.vllm")
-_NO_TOP = (np.zeros((0, 0), np.int32), np.zeros((0, 0), np.float32))
 
 
 @dataclass
