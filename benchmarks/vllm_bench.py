@@ -102,6 +102,8 @@ def _counters(llm) -> dict:
 
 def run_one(a) -> dict:
     """One method in this process: every concurrency level, on one engine."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB of KV cache on vLLM's CPU build
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams, TokensPrompt
 
@@ -155,6 +157,7 @@ def main(argv=None) -> int:
     command = "python " + " ".join(shlex.quote(x) for x in ["benchmarks/vllm_bench.py"] + sys.argv[1:])
     config = {k: v for k, v in vars(a).items() if k not in ("one", "methods", "concurrency")}
     config["vllm"] = vllm.__version__
+    config["env"] = {k: os.environ.get(k, d) for k, d in (("VLLM_CPU_KVCACHE_SPACE", "2"), ("HF_HUB_OFFLINE", "1"))}
     results = {"config": config, "methods": {}}
     previous = out / "results.json"
     if previous.exists():  # methods run by earlier commands on the same configuration are kept
