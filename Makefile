@@ -7,7 +7,7 @@
 #   make fuzz      thousands of fuzzed exactness cases, 8 threads x 50 requests on one assistant
 #   make browser   headless Chromium + chromedriver from Debian for the trace page test (needs root)
 #   make demo      plain vs RetroDraft generation on a few prompts
-#   make bench     the documented default benchmark (Qwen2.5-Coder-1.5B bf16, HumanEval; see README)
+#   make bench     the documented default benchmark (Qwen2.5-Coder-1.5B bf16, HumanEval; see docs/benchmarking.md)
 
 PYTHON ?= python3
 VENV   := .venv

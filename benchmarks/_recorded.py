@@ -13,7 +13,7 @@ import numpy as np
 
 from retrodraft import models
 from retrodraft.bench.data import load_suite
-from retrodraft.bench.runner import _encode
+from retrodraft.bench.runner import encode_prompt
 
 
 def first_turn(record: dict) -> dict:
@@ -34,6 +34,6 @@ def load_run(run: Path) -> tuple[dict, list[tuple[str, np.ndarray, np.ndarray]]]
         if r["method"] != "greedy":
             continue
         p = prompts[r["prompt_id"]]
-        ids = _encode(tok, p, [], p.turns[-1])[0].numpy().astype(np.int64)
+        ids = encode_prompt(tok, p, [], p.turns[-1])[0].numpy().astype(np.int64)
         requests.append((r["prompt_id"], ids, np.asarray(first_turn(r)["tokens"], np.int64)))
     return res, requests

@@ -57,7 +57,7 @@ def main() -> None:
     def make(trust: float):
         def factory():
             a = RetroDraft(cost=cost)
-            a.sizer = TreeSizer(cost, max_nodes=a.max_nodes, trust=trust)
+            a.sizer = TreeSizer(cost, budget=a.budget, trust=trust)
             return a
         return factory
 

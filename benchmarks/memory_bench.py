@@ -7,9 +7,9 @@ half of each request copies spans (20-200 tokens) of earlier ones - the repetiti
 exists for. Measured, single-threaded:
 
 - ``SuffixMemory.add`` per token while filling (the suffix automaton, incremental);
-- per query, the longest-suffix ``match`` (64-token window) and the full continuation ``draft``
-  (32 and 64 nodes), on contexts taken from the history (long matches) and on fresh Zipf text
-  (short ones);
+- per query, the longest-suffix ``match`` (64-token window) and the history drafter's suffix-tree
+  policy (``SuffixTree.draft``: match plus the continuation trie as a ``DraftTree``, 32 and 64
+  nodes), on contexts taken from the history (long matches) and on fresh Zipf text (short ones);
 - the alternative for a growing history: a suffix array (libdivsufsort, as the corpus indexes
   use) must be rebuilt for every request added; its build time on the same tokens and the
   lookup of ``retrieve`` (longest match, 64 continuations, count trie) are timed for comparison;
@@ -75,7 +75,8 @@ def main() -> int:
     ap.add_argument("--small-budget-mib", type=int, default=16)
     args = ap.parse_args()
 
-    from retrodraft.drafters.lookup import confidence
+    from retrodraft.drafters._confidence import confidence
+    from retrodraft.drafters.suffix_tree import SuffixTree
     from retrodraft.memory import SuffixMemory, warm_up
 
     warm_up()
@@ -89,7 +90,7 @@ def main() -> int:
     rng = np.random.default_rng(1)
     seen = [stream[p - 256: p] for p in rng.integers(256, stream.size, args.queries)]
     fresh = [np.minimum(rng.zipf(1.2, 256), 49_999).astype(np.int64) for _ in range(args.queries)]
-    conf = confidence(np.arange(200), ceil=0.985).astype(np.float64)
+    policy = SuffixTree(confidence(np.arange(200), ceil=0.985), max_depth=64)
     result = {
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
@@ -104,8 +105,8 @@ def main() -> int:
         result["lookup"][label] = {
             "match_len_mean": round(float(np.mean(lengths)), 1),
             "match": _stats(_time(lambda c: mem.match(c), ctxs)),
-            "draft_32": _stats(_time(lambda c: mem.draft(c, conf, max_nodes=32), ctxs)),
-            "draft_64": _stats(_time(lambda c: mem.draft(c, conf, max_nodes=64, max_depth=64), ctxs)),
+            "draft_32": _stats(_time(lambda c: policy.draft(mem.shared, c, 32), ctxs)),
+            "draft_64": _stats(_time(lambda c: policy.draft(mem.shared, c, 64), ctxs)),
         }
 
     from retrodraft.index.build import suffix_array

@@ -46,16 +46,19 @@ def replay_request(assistant: RetroDraft, prompt: np.ndarray, out: np.ndarray, b
     assistant.begin(Request(prompt, vocab_size=1 << 20))
     context = np.concatenate([prompt, out[:1]]).astype(np.int64)
     i, steps = 1, 0
-    while i < len(out):
-        tree = assistant.draft(context, budget, max_depth=len(out) - i - 1)
-        path = accept(tree, out[i:])
-        committed = np.concatenate([tree.tokens[path[1:]], out[i + len(path) - 1: i + len(path)]]).astype(np.int64)
-        n = len(tree)
-        assistant.observe(Outcome(context, tree, path, committed, np.full((n, 0), -1, np.int32),
-                                  np.zeros((n, 0), np.float32)))
-        context = np.concatenate([context, committed])
-        i += len(committed)
-        steps += 1
+    try:
+        while i < len(out):
+            tree = assistant.draft(context, budget, max_depth=len(out) - i - 1)
+            path = accept(tree, out[i:])
+            committed = np.concatenate([tree.tokens[path[1:]], out[i + len(path) - 1: i + len(path)]]).astype(np.int64)
+            n = len(tree)
+            assistant.observe(Outcome(context, tree, path, committed, np.full((n, 0), -1, np.int32),
+                                      np.zeros((n, 0), np.float32)))
+            context = np.concatenate([context, committed])
+            i += len(committed)
+            steps += 1
+    finally:
+        assistant.end()  # as generate does: the drafters close the request
     return steps
 
 

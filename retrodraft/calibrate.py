@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from .assistant import RetroDraft
-from .bench.runner import _encode
+from .bench.runner import encode_prompt
 from .drafters.base import Outcome
 from .drafters.stand import Stand
 from .shape import TreeShape
@@ -43,23 +43,23 @@ def calibration_template(nodes: int = 625, max_depth: int = 20, k: int = 8) -> l
 
 
 class PositionCounter(Stand):
-    """STAND filling a fixed template that counts, per template position, the steps whose
-    accepted path went through it.
+    """STAND filling a fixed shape (the calibration template) that counts, per position, the
+    steps whose accepted path went through it.
 
     Attributes:
-        position_hits: ``(len(template) + 1,)`` accepted steps per position (0 = the root).
+        position_hits: ``(len(shape) + 1,)`` accepted steps per position (0 = the root).
         position_steps: steps counted (those that verified this drafter's tree unchanged).
     """
 
-    def __init__(self, template, **kwargs) -> None:
-        super().__init__(template=template, **kwargs)
+    def __init__(self, shape, **kwargs) -> None:
+        super().__init__(shape=shape, **kwargs)
         self.position_hits = np.zeros(len(self._tpl_parent), np.int64)
         self.position_steps = 0
 
     def observe(self, outcome: Outcome) -> None:
         # The draft is redone from the same context before learning changes the table, so it is
         # the tree this drafter proposed; a step that verified another tree is not counted.
-        mine, position = self.template_draft(outcome.context)
+        mine, position = self.shape_draft(outcome.context)
         tree = outcome.tree
         if len(mine) == len(tree) and np.array_equal(mine.tokens, tree.tokens):
             self.position_steps += 1
@@ -86,7 +86,7 @@ def calibrate(model, tok, prompts: list, budgets: dict[str, int], max_new_tokens
     assistant = RetroDraft(drafters=[counter], sizing="fixed", budget=len(template))
     t0 = time.time()
     for p in tqdm(prompts, desc="calibrate", unit="prompt", disable=not progress):
-        ids = _encode(tok, p, [], p.turns[0])
+        ids = encode_prompt(tok, p, [], p.turns[0])
         model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, assistant=assistant,
                        pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
     info = dict(meta or {}, template_nodes=len(template), template_depth=max_depth, prompts=len(prompts),

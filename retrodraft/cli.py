@@ -386,7 +386,8 @@ def _cmd_cost(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     model, _ = models.load(args.model, dtype=args.dtype)
-    cm = CostModel.for_model(model, refresh=args.refresh, sizes=sizes, past_len=args.past)
+    kw = {"past_len": args.past} if args.past is not None else {}
+    cm = CostModel.for_model(model, refresh=args.refresh, sizes=sizes, **kw)
     print(f"{args.model} {args.dtype} on {cm.device}, cached at {cost_dir() / (model_key(model) + '.json')}")
     print("tokens  ms/pass  relative")
     for t, sec in zip(cm.sizes.astype(int), cm.seconds):
@@ -423,8 +424,9 @@ def _add_cost(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--refresh", action="store_true", help="measure again even if a curve is cached")
     p.add_argument("--sizes", type=_int_list(1, 1024), default=None,
                    help="comma list of token counts (default: 1,2,4,...,64)")
-    p.add_argument("--past", type=_int_in(2, 100_000), default=256,
-                   help="cached prefix length while timing (default: %(default)s)")
+    p.add_argument("--past", type=_int_in(2, 100_000), default=None,
+                   help="time after this one cached prefix length only (default: 256, 1024, 4096 and 8192 "
+                        "cached positions, those the model holds; the table shows the first)")
     p.add_argument("--threads", type=_int_in(1), default=None, help="torch threads (default: torch's)")
     p.add_argument("--plot", default=None, help="also write the curve as a PNG here")
     p.set_defaults(run=_cmd_cost)
@@ -545,11 +547,6 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(run=_cmd_index_query)
 
 
-def _budget_arg(text: str) -> int | str:
-    """An argparse ``type=`` for a RetroDraft budget: ``auto``, ``preset`` or a node count."""
-    return text if text in ("auto", "preset") else _int_in(0, 1024)(text)
-
-
 def _cmd_trace(args: argparse.Namespace) -> int:
     import torch
 
@@ -608,10 +605,11 @@ def _add_trace(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=_int_in(1, 100_000), default=128,
                    help="tokens to generate (default: %(default)s)")
     p.add_argument("--drafters", default=None, help="comma list of drafter names (default: history,recycling,lookup, the library's default set)")
-    p.add_argument("--sizing", choices=["auto", "fixed", "preset"], default=None,
-                   help="how each step's tree size is chosen (default: auto, or fixed when --budget is given)")
+    p.add_argument("--sizing", choices=("auto", "fixed", "preset"), default=None,
+                   help="how each step's tree size is chosen (default: auto, or fixed with --budget)")
     p.add_argument("--budget", type=_int_in(0, 1024), default=None,
-                   help="the most draft nodes per step (with --sizing fixed: exactly that many)")
+                   help="the most draft nodes per step: the cap of --sizing auto (default 32), exactly that many "
+                        "with --sizing fixed")
     p.set_defaults(run=_cmd_trace)
 
 
@@ -654,7 +652,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sizing", choices=("auto", "fixed", "preset"), default=None,
                    help="how each step's tree size is chosen (default: auto, or fixed with --budget)")
     p.add_argument("--budget", type=_int_in(0, 1024), default=None,
-                   help="draft nodes per step: the cap of --sizing auto (default 32), the size of fixed")
+                   help="the most draft nodes per step: the cap of --sizing auto (default 32), exactly that many "
+                        "with --sizing fixed")
     p.add_argument("--copy", action="store_true", help="copy the model's files instead of symlinking them")
     p.add_argument("--force", action="store_true", help="replace an earlier export at --out")
     p.set_defaults(run=_cmd_export)

@@ -5,7 +5,7 @@ The folder written::
     OUT/
         config.json, model.safetensors, tokenizer.json, ...   linked (or copied) from the model
         generation_config.json     the model's, plus a "retrodraft" entry: drafters, index, sizing,
-                                   budget, state, save_every (see retrodraft.serve)
+                                   budget, state, save_every, prefix_cache (see retrodraft.serve)
         custom_generate/
             generate.py            re-exports retrodraft.serve.generate
             requirements.txt       retrodraft, checked by transformers when the folder is loaded
@@ -48,7 +48,7 @@ _OWN = {"generation_config.json", "custom_generate", "retrodraft-model.json"}
 def export(model: str | os.PathLike, out: str | os.PathLike, *, drafters: Sequence[str] | None = None,
            index: Sequence[str | os.PathLike] | None = None, state: str | os.PathLike | None = None,
            sizing: str | None = None, budget: int | None = None, save_every: int = 16, copy: bool = False,
-           force: bool = False) -> Path:
+           force: bool = False, prefix_cache: int | None = None) -> Path:
     """Write a folder that ``transformers serve OUT --trust-remote-code`` serves with retrodraft.
 
     Args:
@@ -60,6 +60,9 @@ def export(model: str | os.PathLike, out: str | os.PathLike, *, drafters: Sequen
             ``save_every`` requests (0: only at shutdown) and at shutdown. A relative path is
             kept relative to ``out`` when it lies inside it.
         copy: copy the model's files instead of symlinking them.
+        prefix_cache: bytes of KV the server keeps from earlier requests (a resent conversation
+            prefills only its new part); default: :class:`~retrodraft.RetroDraft`'s default,
+            ``0`` turns it off.
 
     Returns:
         ``out``.
@@ -69,6 +72,10 @@ def export(model: str | os.PathLike, out: str | os.PathLike, *, drafters: Sequen
     if isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 0:
         raise ConfigError(f"save_every must be a whole number of requests (0: only at shutdown), got {save_every!r}.")
     options = _options(src, out, drafters, index, state, sizing, budget, save_every)
+    if prefix_cache is not None:
+        from .prefix_cache import check_prefix_cache_bytes
+
+        options["prefix_cache"] = check_prefix_cache_bytes(prefix_cache)
     _check_out(out, force)
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +130,6 @@ def _options(src: Path, out: Path, drafters, index, state, sizing, budget, save_
     from transformers import AutoTokenizer
 
     from .assistant import RetroDraft
-    from .state import restore
 
     if isinstance(index, (str, os.PathLike)):
         index = [index]
@@ -132,8 +138,7 @@ def _options(src: Path, out: Path, drafters, index, state, sizing, budget, save_
     assistant = RetroDraft(drafters=drafters, sizing=sizing, budget=budget, index=index)
     tokenizer = AutoTokenizer.from_pretrained(src)
     for d in assistant.drafters:
-        for idx in getattr(d, "indexes", []):
-            idx.check_tokenizer(tokenizer)
+        d.check_tokenizer(tokenizer)
     options = {"drafters": [d.name for d in assistant.drafters], "sizing": assistant.sizing, "save_every": save_every}
     if budget is not None:
         options["budget"] = assistant.budget
@@ -142,7 +147,7 @@ def _options(src: Path, out: Path, drafters, index, state, sizing, budget, save_
     if state is not None:
         state = Path(state).expanduser().resolve()
         if state.exists():
-            restore(assistant, state, tokenizer)  # refuses a state these drafters or this tokenizer cannot take
+            assistant.load_state(state, tokenizer)  # refuses a state these drafters or this tokenizer cannot take
         inside = state.is_relative_to(out.expanduser().resolve())
         options["state"] = str(state.relative_to(out.expanduser().resolve())) if inside else str(state)
     return options

@@ -68,8 +68,11 @@ def generate(model, inputs: torch.Tensor | None = None, *, assistant: RetroDraft
             model, input_ids, logits_processor, stopping_criteria, generation_config, assistant, streamer, **model_kwargs
         )
 
-    with assistant._lock:  # one call at a time per assistant (its drafters and stats are shared state)
-        return _ORIGINAL_GENERATE(model, inputs, custom_generate=_retrodraft_decode, **kwargs)
+    with assistant.lock:  # one call at a time per assistant (its drafters and stats are shared state)
+        try:
+            return _ORIGINAL_GENERATE(model, inputs, custom_generate=_retrodraft_decode, **kwargs)
+        finally:
+            assistant.end()  # the drafters close the request, also when generation raised
 
 
 def _check_model(model) -> None:
@@ -167,6 +170,7 @@ def decode(
         verdict = run.accept(tree, logits)
         committed = run.commit(verdict)
         run.learn(tree, verdict, committed, logits)
+    run.remember()
     run.stats.wall_s = time.perf_counter() - t_start
     return run.finish()
 
@@ -208,9 +212,22 @@ class _Run:
 
     # ------------------------------------------------------------------ the steps
     def prefill(self, model_kwargs: dict) -> None:
-        """Run the prompt exactly as plain decoding does, so the first token is the one it would choose."""
-        outputs = self.model._prefill(self.input_ids, self.config, model_kwargs)
+        """Run the prompt exactly as plain decoding does, so the first token is the one it would choose.
+
+        With a prefix cache, the longest stored prefix of the prompt (at most ``prompt_len - 1``
+        positions: the last token's logits choose the first new token) is copied into the empty
+        cache first; transformers' prefill then runs only the rest, as it does for any
+        ``generate`` call handed a filled cache."""
         cache = model_kwargs.get("cache")
+        store = self.assistant.prefix_cache
+        if store is None:
+            self.stats.prefix_skip = "off"
+        elif cache is None:
+            self.stats.prefix_skip = "no cache (use_cache=False)"
+        else:
+            self.stats.prefix_reused, self.stats.prefix_skip = store.restore(
+                self.model, cache, self.ctx[: self.prompt_len], self.prompt_len - 1)
+        outputs = self.model._prefill(self.input_ids, self.config, model_kwargs)
         self.cache = outputs.get("cache") if cache is None else cache
         check_cache(self.cache, self.max_length + self.budget + 1)
         raw = outputs.logits[:, -1].to(copy=True, dtype=torch.float32, device=self.ids.device)
@@ -265,8 +282,18 @@ class _Run:
         with self._timed("draft_s"):
             top_tokens, top_probs = top_candidates(logits, self.assistant.top_k)
             outcome = Outcome(self.context, tree, verdict.accepted, committed, top_tokens, top_probs)
-            self.assistant.observe(outcome, logits)
+            self.assistant.observe(outcome)
         self.stats.record_step(len(tree), len(committed))
+
+    def remember(self) -> None:
+        """Keep this call's final cache (prompt and output, all but the last token) in the
+        assistant's prefix cache; a copy when the call returns the cache to the caller."""
+        store = self.assistant.prefix_cache
+        if store is None or self.cache is None:
+            return
+        held = self.cache.get_seq_length()
+        returned = bool(self.config.return_dict_in_generate and self.config.use_cache)
+        store.store(self.model, self.cache, self.ctx[:held], copy=returned)
 
     def finish(self):
         """What ``generate`` returns: the sequences, or a ``GenerateDecoderOnlyOutput``."""

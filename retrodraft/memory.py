@@ -1,12 +1,12 @@
 """Token memory across requests: an incremental suffix automaton, bounded in bytes.
 
-:class:`SuffixMemory` holds token sequences (one per request: its prompt and output) and answers,
-in microseconds at a million tokens, "what is the longest suffix of this context seen before,
-where, and what followed it, how often". The structure is a suffix automaton of all sequences
-joined by a separator (``SEP = -1``, never in a context, so no match spans two requests):
+:class:`SuffixAutomaton` holds token sequences and answers "what is the longest suffix of this
+context seen before, where, and what followed it, how often". It is a suffix automaton of all
+sequences joined by a separator (``SEP = -1``, never in a context, so no match spans two
+sequences):
 
-* appending a token is O(1) amortised (Blumer et al.'s online construction), so the current
-  request can be extended step by step and a finished one added without rebuilding anything;
+* appending a token is O(1) amortised (Blumer et al.'s online construction), so a sequence can
+  be extended step by step and a finished one added without rebuilding anything;
 * the longest suffix of a context that occurred before is found by walking its last ``max_len``
   tokens through the automaton (matching statistics), O(max_len);
 * a state's occurrence count ``cnt`` (the size of its end-position set, kept online) gives the
@@ -14,9 +14,24 @@ joined by a separator (``SEP = -1``, never in a context, so no match spans two r
   ``cnt[child]`` how often.
 
 Transitions live in one open-addressing hash table keyed by (state, token) plus a per-state
-linked list for enumeration, all in flat numpy arrays walked by numba kernels: about 118 bytes per
-token reserved in the worst case (2 states and 3 transitions per token). ``benchmarks/memory_bench.py``
-measures it against a rebuilt suffix array (the alternative for a growing history).
+linked list for enumeration, all flat numpy arrays held in one :class:`Arrays` record that the
+numba kernels take whole: ``BYTES_PER_TOKEN`` bytes reserved per token in the worst case (2
+states and 3 transitions per token).
+
+Bounded: a byte budget (``nbytes`` never exceeds ``max_bytes``) and a sequence budget; when an
+addition would exceed either, the oldest sequences are evicted and the automaton is rebuilt in
+place from the rest (down to 3/4 of the budget, so rebuilds are rare). Positions handed out
+(``Match.pos``) are valid for one ``generation``; a rebuild starts a new one.
+
+:class:`SuffixMemory` is the store many requests share, with their lifecycle: a request's tokens
+stay in a private automaton of its own while it runs (matched by its drafter, by no one else),
+and join the shared, bounded store when it finishes::
+
+    memory.start(request_id, prompt)    # open a request (several may be open at once)
+    memory.extend(request_id, tokens)   # its output, as it is committed
+    memory.finish(request_id)           # prompt + output join the shared store
+    memory.abort(request_id)            # or: forget it (a cancelled request)
+    memory.add(tokens)                  # one finished sequence at once (saved state, corpora)
 
 Example::
 
@@ -25,26 +40,24 @@ Example::
     >>> m.match(np.array([4, 6, 7])).length, sorted(m.continuations(np.array([4, 6, 7])).items())
     (2, [(8, 1), (9, 1)])
 
-Bounded: a byte budget (``nbytes`` never exceeds ``max_bytes``) and a request budget; when an
-addition would exceed either, the oldest requests are evicted and the automaton is rebuilt in
-place from the rest (down to 3/4 of the budget, so rebuilds are rare). Positions handed out
-(``Match.pos``) are valid for one ``generation``; a rebuild starts a new one.
-
-Thread safety: every public method holds one re-entrant lock, so one memory can be shared by many
-drafters and threads; a sequence is added atomically.
+Thread safety: every public method of both classes holds a lock, so one memory can be shared by
+many drafters and threads; a sequence is added atomically.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
+from collections import deque
 from dataclasses import dataclass
+from typing import Hashable, NamedTuple
 
 import numba
 import numpy as np
 
 from .errors import ConfigError
 
-__all__ = ["SuffixMemory", "Match", "SEP", "BYTES_PER_TOKEN", "warm_up"]
+__all__ = ["SuffixMemory", "SuffixAutomaton", "Arrays", "Match", "SEP", "BYTES_PER_TOKEN", "warm_up"]
 
 SEP = -1
 #: Bytes reserved per token of capacity: token 4, 2 states x (5 int32 + 1 flag + 1 int32 sort
@@ -55,9 +68,53 @@ _LOW_WATER = 0.75
 #: Longest occurrence-count update walked per appended token; past it the counts are rebuilt in
 #: one O(n) pass (only periodic text, e.g. "a a a a ...", has longer suffix-link chains).
 _COUNT_WALK = 1024
+#: Finished requests remembered (by length and digest) to recognize a prompt that resends one.
+_RECENT = 32
+_DIGEST = 16
 
 # meta slots
 _NTOK, _NSTATES, _NEDGES, _LAST, _DIRTY = range(5)
+
+
+class Arrays(NamedTuple):
+    """The automaton, as flat arrays (``c`` = token capacity).
+
+    Attributes:
+        tok: ``(c,)`` int32 the token stream (``SEP`` between sequences).
+        slen: ``(2c + 1,)`` int32 longest string length of each state.
+        link: ``(2c + 1,)`` int32 suffix link (-1 for the initial state 0).
+        fpos: ``(2c + 1,)`` int32 end index of the state's first occurrence.
+        cnt: ``(2c + 1,)`` int32 occurrences (exact unless ``meta[_DIRTY]``).
+        own: ``(2c + 1,)`` int8 1 for states created as a new end (not clones).
+        head: ``(2c + 1,)`` int32 first outgoing edge, -1 if none.
+        order: ``(2c + 1,)`` int32 scratch of the recount.
+        e_from, e_tok, e_to, e_next: ``(3c + 1,)`` int32 edges: source, token, target, next edge
+            of the same source (-1 ends the list).
+        table: ``(4c + 8,)`` int32 open-addressing hash of (source, token) -> edge + 1 (0: empty).
+        meta: ``(5,)`` int64 tokens, states, edges, last state, dirty flag.
+    """
+
+    tok: np.ndarray
+    slen: np.ndarray
+    link: np.ndarray
+    fpos: np.ndarray
+    cnt: np.ndarray
+    own: np.ndarray
+    head: np.ndarray
+    order: np.ndarray
+    e_from: np.ndarray
+    e_tok: np.ndarray
+    e_to: np.ndarray
+    e_next: np.ndarray
+    table: np.ndarray
+    meta: np.ndarray
+
+
+def _arrays(cap: int) -> Arrays:
+    s, e, h = 2 * cap + 1, 3 * cap + 1, 4 * cap + 8
+    i32 = (lambda n: np.zeros(n, np.int32))
+    return Arrays(i32(cap), i32(s), i32(s), i32(s), i32(s), np.zeros(s, np.int8), i32(s), i32(s),
+                  i32(e), i32(e), i32(e), i32(e), i32(h), np.zeros(5, np.int64))
 
 
 # ---------------------------------------------------------------------------------------- kernels
@@ -70,15 +127,15 @@ def _slot(v, c, size):
 
 
 @numba.njit(cache=True)
-def _find(table, e_from, e_tok, v, c):
-    # The edge index of transition (v, c), or -1. table[s] = edge + 1, 0 = empty.
-    size = table.shape[0]
+def _find(a, v, c):
+    """The edge index of transition (v, c), or -1."""
+    size = a.table.shape[0]
     s = _slot(v, c, size)
     while True:
-        e = table[s] - 1
+        e = a.table[s] - 1
         if e < 0:
             return -1
-        if e_from[e] == v and e_tok[e] == c:
+        if a.e_from[e] == v and a.e_tok[e] == c:
             return e
         s += 1
         if s == size:
@@ -86,40 +143,40 @@ def _find(table, e_from, e_tok, v, c):
 
 
 @numba.njit(cache=True)
-def _insert(table, e_from, e_tok, e):
-    size = table.shape[0]
-    s = _slot(e_from[e], e_tok[e], size)
-    while table[s] != 0:
+def _insert(a, e):
+    size = a.table.shape[0]
+    s = _slot(a.e_from[e], a.e_tok[e], size)
+    while a.table[s] != 0:
         s += 1
         if s == size:
             s = 0
-    table[s] = e + 1
+    a.table[s] = e + 1
 
 
 @numba.njit(cache=True)
-def _add_edge(meta, head, e_from, e_tok, e_to, e_next, table, v, c, to):
-    e = meta[_NEDGES]
-    meta[_NEDGES] = e + 1
-    e_from[e] = v
-    e_tok[e] = c
-    e_to[e] = to
-    e_next[e] = head[v]
-    head[v] = e
-    _insert(table, e_from, e_tok, e)
+def _add_edge(a, v, c, to):
+    e = a.meta[_NEDGES]
+    a.meta[_NEDGES] = e + 1
+    a.e_from[e] = v
+    a.e_tok[e] = c
+    a.e_to[e] = to
+    a.e_next[e] = a.head[v]
+    a.head[v] = e
+    _insert(a, e)
 
 
 @numba.njit(cache=True)
-def _append(meta, src, tok, slen, link, fpos, cnt, own, head, e_from, e_tok, e_to, e_next, table, count_walk):
+def _append(a, src, count_walk):
     """Append ``src`` (int tokens) to the automaton; capacity was checked by the caller.
 
-    Invariants: ``slen[v]`` is the longest string of state v, ``link[v]`` its suffix link,
-    ``fpos[v]`` the end index of its first occurrence, ``cnt[v]`` its number of occurrences
-    (exact unless ``meta[_DIRTY]``), ``own[v]`` 1 for states created as a new end (not clones).
+    Invariants (see :class:`Arrays`): ``slen[v]`` is the longest string of state v, ``link[v]``
+    its suffix link, ``fpos[v]`` the end of its first occurrence, ``cnt[v]`` its occurrences.
     """
+    slen, link, fpos, cnt, meta = a.slen, a.link, a.fpos, a.cnt, a.meta
     for j in range(src.shape[0]):
         c = src[j]
         i = meta[_NTOK]
-        tok[i] = c
+        a.tok[i] = c
         meta[_NTOK] = i + 1
         cur = meta[_NSTATES]
         meta[_NSTATES] = cur + 1
@@ -127,20 +184,20 @@ def _append(meta, src, tok, slen, link, fpos, cnt, own, head, e_from, e_tok, e_t
         slen[cur] = slen[last] + 1
         fpos[cur] = i
         cnt[cur] = 0
-        own[cur] = 1
-        head[cur] = -1
+        a.own[cur] = 1
+        a.head[cur] = -1
         p = last
         e = -1
         while p != -1:
-            e = _find(table, e_from, e_tok, p, c)
+            e = _find(a, p, c)
             if e >= 0:
                 break
-            _add_edge(meta, head, e_from, e_tok, e_to, e_next, table, p, c, cur)
+            _add_edge(a, p, c, cur)
             p = link[p]
         if p == -1:
             link[cur] = 0
         else:
-            q = e_to[e]
+            q = a.e_to[e]
             if slen[p] + 1 == slen[q]:
                 link[cur] = q
             else:
@@ -150,17 +207,17 @@ def _append(meta, src, tok, slen, link, fpos, cnt, own, head, e_from, e_tok, e_t
                 fpos[clone] = fpos[q]
                 link[clone] = link[q]
                 cnt[clone] = cnt[q]
-                own[clone] = 0
-                head[clone] = -1
-                f = head[q]
+                a.own[clone] = 0
+                a.head[clone] = -1
+                f = a.head[q]
                 while f >= 0:
-                    _add_edge(meta, head, e_from, e_tok, e_to, e_next, table, clone, e_tok[f], e_to[f])
-                    f = e_next[f]
+                    _add_edge(a, clone, a.e_tok[f], a.e_to[f])
+                    f = a.e_next[f]
                 while p != -1:
-                    e = _find(table, e_from, e_tok, p, c)
-                    if e < 0 or e_to[e] != q:
+                    e = _find(a, p, c)
+                    if e < 0 or a.e_to[e] != q:
                         break
-                    e_to[e] = clone
+                    a.e_to[e] = clone
                     p = link[p]
                 link[q] = clone
                 link[cur] = clone
@@ -177,10 +234,11 @@ def _append(meta, src, tok, slen, link, fpos, cnt, own, head, e_from, e_tok, e_t
 
 
 @numba.njit(cache=True)
-def _recount(meta, slen, link, cnt, own, order):
+def _recount(a):
     """Exact occurrence counts: own ends summed up the suffix-link tree, longest states first."""
-    ns = meta[_NSTATES]
-    top = meta[_NTOK] + 1
+    slen, link, cnt, order = a.slen, a.link, a.cnt, a.order
+    ns = a.meta[_NSTATES]
+    top = a.meta[_NTOK] + 1
     for k in range(top + 1):
         cnt[k] = 0
     for v in range(ns):  # cnt doubles as the histogram of lengths (top + 1 <= len(cnt))
@@ -194,190 +252,73 @@ def _recount(meta, slen, link, cnt, own, order):
         order[cnt[slen[v]]] = v
         cnt[slen[v]] += 1
     for v in range(ns):
-        cnt[v] = own[v]
+        cnt[v] = a.own[v]
     cnt[0] = 0
     for k in range(ns):
         v = order[k]
         if v > 0 and link[v] > 0:
             cnt[link[v]] += cnt[v]
-    meta[_DIRTY] = 0
+    a.meta[_DIRTY] = 0
 
 
 @numba.njit(cache=True)
-def _rehash(meta, e_from, e_tok, table):
-    table[:] = 0
-    for e in range(meta[_NEDGES]):
-        _insert(table, e_from, e_tok, e)
+def _rehash(a):
+    a.table[:] = 0
+    for e in range(a.meta[_NEDGES]):
+        _insert(a, e)
 
 
 @numba.njit(cache=True)
-def _match(ctx, start, n_tok, slen, link, fpos, table, e_from, e_tok, e_to):
+def _match(a, ctx, start):
     """(state, length) of the longest suffix of ``ctx[start:]`` that occurred with a next token.
 
     Matching statistics: after reading ``ctx[i]``, ``length`` is the longest suffix of
-    ``ctx[start:i + 1]`` present in the memory and ``state`` its state.
+    ``ctx[start:i + 1]`` present in the automaton and ``state`` its state.
     """
     v = 0
     length = 0
     for i in range(start, ctx.shape[0]):
         c = ctx[i]
         while True:
-            e = _find(table, e_from, e_tok, v, c)
+            e = _find(a, v, c)
             if e >= 0:
-                v = e_to[e]
+                v = a.e_to[e]
                 length += 1
                 break
             if v == 0:
                 length = 0
                 break
-            v = link[v]
-            length = slen[v]
+            v = a.link[v]
+            length = a.slen[v]
     # An occurrence only at the very end has no continuation: shorten to one that does.
-    while v > 0 and fpos[v] + 1 >= n_tok:
-        v = link[v]
-        length = slen[v]
+    n_tok = a.meta[_NTOK]
+    while v > 0 and a.fpos[v] + 1 >= n_tok:
+        v = a.link[v]
+        length = a.slen[v]
     return v, length
 
 
 @numba.njit(cache=True)
-def _heap_push(h_sc, h_id, size, score, ident):
-    i = size
-    h_sc[i] = score
-    h_id[i] = ident
-    while i > 0:
-        p = (i - 1) >> 1
-        # max-heap on score; equal scores: smaller id (pushed earlier) first, for determinism
-        if h_sc[p] > h_sc[i] or (h_sc[p] == h_sc[i] and h_id[p] < h_id[i]):
-            break
-        h_sc[p], h_sc[i] = h_sc[i], h_sc[p]
-        h_id[p], h_id[i] = h_id[i], h_id[p]
-        i = p
-    return size + 1
-
-
-@numba.njit(cache=True)
-def _heap_pop(h_sc, h_id, size):
-    size -= 1
-    h_sc[0] = h_sc[size]
-    h_id[0] = h_id[size]
-    i = 0
-    while True:
-        l = 2 * i + 1
-        r = l + 1
-        b = i
-        if l < size and (h_sc[l] > h_sc[b] or (h_sc[l] == h_sc[b] and h_id[l] < h_id[b])):
-            b = l
-        if r < size and (h_sc[r] > h_sc[b] or (h_sc[r] == h_sc[b] and h_id[r] < h_id[b])):
-            b = r
-        if b == i:
-            break
-        h_sc[b], h_sc[i] = h_sc[i], h_sc[b]
-        h_id[b], h_id[i] = h_id[i], h_id[b]
-        i = b
-    return size
-
-
-@numba.njit(cache=True)
-def _expand(cnt, head, e_tok, e_to, e_next, v0, length, conf, max_depth, max_nodes, max_fanout, max_scan, min_score,
-            out_tok, out_par, out_sc, out_dep):  # fmt: skip
-    """Best-first continuation trie below state ``v0`` (matched ``length`` tokens); returns its size.
-
-    Node 0 is the root (token left for the caller). A child's score is its parent's times
-    ``conf[length + depth(parent)]`` (the chance that a context agreeing on that many tokens
-    keeps agreeing) times its count share among the parent's children (the ``max_fanout`` most
-    frequent of the first ``max_scan`` listed). Nodes are taken highest score first until
-    ``max_nodes`` draft nodes, ``max_depth`` or ``min_score``.
-    """
-    top = conf.shape[0] - 1
-    cap = (max_nodes + 1) * max_fanout + 1
-    c_sc = np.empty(cap, np.float64)  # candidates: score, parent node, state, token
-    c_par = np.empty(cap, np.int64)
-    c_state = np.empty(cap, np.int64)
-    c_tok = np.empty(cap, np.int64)
-    h_sc = np.empty(cap, np.float64)
-    h_id = np.empty(cap, np.int64)
-    state = np.empty(max_nodes + 1, np.int64)
-    k_cnt = np.empty(max_fanout, np.int64)
-    k_edge = np.empty(max_fanout, np.int64)
-    out_par[0] = -1
-    out_sc[0] = 1.0
-    out_dep[0] = 0
-    state[0] = v0
-    n_cand = 0
-    h_size = 0
-    size = 1
-    node = 0
-    while True:
-        # push the children of `node`
-        if out_dep[node] < max_depth:
-            v = state[node]
-            kept = 0
-            total = 0
-            scanned = 0
-            f = head[v]
-            while f >= 0 and scanned < max_scan:
-                scanned += 1
-                if e_tok[f] >= 0:
-                    c = cnt[e_to[f]]
-                    total += c
-                    # keep the max_fanout largest counts, insertion-sorted descending
-                    if kept < max_fanout or c > k_cnt[kept - 1]:
-                        j = kept if kept < max_fanout else max_fanout - 1
-                        while j > 0 and k_cnt[j - 1] < c:
-                            k_cnt[j] = k_cnt[j - 1]
-                            k_edge[j] = k_edge[j - 1]
-                            j -= 1
-                        k_cnt[j] = c
-                        k_edge[j] = f
-                        if kept < max_fanout:
-                            kept += 1
-                f = e_next[f]
-            if total > 0:
-                step = conf[min(length + out_dep[node], top)]
-                for j in range(kept):
-                    s = out_sc[node] * step * k_cnt[j] / total
-                    if s >= min_score:
-                        c_sc[n_cand] = s
-                        c_par[n_cand] = node
-                        c_state[n_cand] = e_to[k_edge[j]]
-                        c_tok[n_cand] = e_tok[k_edge[j]]
-                        h_size = _heap_push(h_sc, h_id, h_size, s, n_cand)
-                        n_cand += 1
-        if size > max_nodes or h_size == 0:
-            break
-        k = h_id[0]
-        h_size = _heap_pop(h_sc, h_id, h_size)
-        node = size
-        size += 1
-        out_tok[node] = c_tok[k]
-        out_par[node] = c_par[k]
-        out_sc[node] = c_sc[k]
-        out_dep[node] = out_dep[c_par[k]] + 1
-        state[node] = c_state[k]
-    return size
-
-
-@numba.njit(cache=True)
-def _children(cnt, head, e_tok, e_to, e_next, v, out_tok, out_cnt):
+def _children(a, v, out_tok, out_cnt):
     n = 0
-    f = head[v]
+    f = a.head[v]
     while f >= 0:
-        if e_tok[f] >= 0:
-            out_tok[n] = e_tok[f]
-            out_cnt[n] = cnt[e_to[f]]
+        if a.e_tok[f] >= 0:
+            out_tok[n] = a.e_tok[f]
+            out_cnt[n] = a.cnt[a.e_to[f]]
             n += 1
-        f = e_next[f]
+        f = a.e_next[f]
     return n
 
 
 @numba.njit(cache=True)
-def _find_near(tok, n_tok, pattern, lo, hi):
+def _find_near(a, pattern, lo, hi):
     """The first s in [lo, hi) with ``tok[s:s+m] == pattern`` and a token after it; -1 if none."""
     m = pattern.shape[0]
-    for s in range(max(lo, 0), min(hi, n_tok - m)):
+    for s in range(max(lo, 0), min(hi, a.meta[_NTOK] - m)):
         ok = True
         for k in range(m):
-            if tok[s + k] != pattern[k]:
+            if a.tok[s + k] != pattern[k]:
                 ok = False
                 break
         if ok:
@@ -385,7 +326,7 @@ def _find_near(tok, n_tok, pattern, lo, hi):
     return -1
 
 
-# ---------------------------------------------------------------------------------------- class
+# ---------------------------------------------------------------------------------------- automaton
 @dataclass(frozen=True)
 class Match:
     """The longest suffix of a context that occurred before with a continuation.
@@ -393,10 +334,10 @@ class Match:
     Attributes:
         length: matched tokens (0: none).
         count: how many times it occurred (an occurrence ending the stream included).
-        pos: index in the memory's token stream of the token that followed its first occurrence
-            (read it with :meth:`SuffixMemory.read`), -1 when no match.
-        generation: the memory generation ``pos`` belongs to.
-        state: automaton state (internal).
+        pos: index in the token stream of the token that followed its first occurrence (read it
+            with :meth:`SuffixAutomaton.read`), -1 when no match.
+        generation: the automaton generation ``pos`` and ``state`` belong to.
+        state: automaton state (for a drafting policy walking :attr:`SuffixAutomaton.arrays`).
     """
 
     length: int
@@ -406,162 +347,149 @@ class Match:
     state: int
 
 
-class SuffixMemory:
-    """Past requests' tokens in a suffix automaton, bounded in bytes and requests.
+def _check_int(label: str, v, lo: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+        raise ConfigError(f"{label} must be an integer >= {lo}, got {v!r}.")
+
+
+def _tokens(tokens) -> np.ndarray:
+    tokens = np.asarray(tokens, np.int64).reshape(-1)
+    if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) > np.iinfo(np.int32).max):
+        raise ConfigError("token ids must be in [0, 2^31).")
+    return tokens
+
+
+class SuffixAutomaton:
+    """Token sequences in a suffix automaton, bounded in bytes and sequences.
 
     Args:
-        max_bytes: the arrays held never exceed this (default 256 MiB: ~2.2M tokens).
-        max_requests: sequences kept (default 10,000); the oldest go first.
+        max_bytes: the arrays held never exceed this.
+        max_sequences: sequences kept; the oldest go first.
+
+    A drafting policy that walks the automaton itself reads :attr:`arrays` while holding
+    :attr:`lock` (a re-entrant lock every method takes), so no addition moves them meanwhile.
     """
 
-    def __init__(self, max_bytes: int = 256 << 20, max_requests: int = 10_000) -> None:
-        for label, v, lo in (("max_bytes", max_bytes, 1 << 16), ("max_requests", max_requests, 1)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-                raise ConfigError(f"{label} must be an integer >= {lo}, got {v!r}.")
-        self._n_req = 0
+    def __init__(self, max_bytes: int = 256 << 20, max_sequences: int = 10_000) -> None:
+        _check_int("max_bytes", max_bytes, 1 << 16)
+        _check_int("max_sequences", max_sequences, 1)
+        self._n_seq = 0
         self.max_bytes = int(max_bytes)
-        self.max_requests = int(max_requests)
-        starts_bytes = 8 * (self.max_requests + 1)
+        self.max_sequences = int(max_sequences)
+        starts_bytes = 8 * (self.max_sequences + 1)
         self.max_tokens = (self.max_bytes - starts_bytes - _FIXED_BYTES) // BYTES_PER_TOKEN
         if self.max_tokens < 256:
             need = 256 * BYTES_PER_TOKEN + starts_bytes + _FIXED_BYTES
             raise ConfigError(f"max_bytes={max_bytes} leaves room for {max(self.max_tokens, 0)} tokens "
-                              f"with max_requests={max_requests}; allow at least {need}.")
-        self._lock = threading.RLock()
+                              f"with {max_sequences} sequences; allow at least {need}.")
+        self.lock = threading.RLock()
         self.generation = 0
-        self._alloc(min(4096, self.max_tokens))
-        self._starts = np.zeros(min(64, self.max_requests + 1), np.int64)
+        self.arrays = _arrays(min(4096, self.max_tokens))
+        self._clear_arrays()
+        self._starts = np.zeros(min(64, self.max_sequences + 1), np.int64)
 
     # ------------------------------------------------------------------ storage
-    def _alloc(self, cap: int) -> None:
-        self._cap = cap
-        s, e, h = 2 * cap + 1, 3 * cap + 1, 4 * cap + 8
-        self._tok = np.zeros(cap, np.int32)
-        self._slen, self._link, self._fpos, self._cnt, self._head, self._order = (
-            np.zeros(s, np.int32) for _ in range(6))
-        self._own = np.zeros(s, np.int8)
-        self._e_from, self._e_tok, self._e_to, self._e_next = (np.zeros(e, np.int32) for _ in range(4))
-        self._table = np.zeros(h, np.int32)
-        self._meta = np.zeros(5, np.int64)
-        self._clear_automaton()
-
-    def _clear_automaton(self) -> None:
-        self._meta[:] = 0
-        self._meta[_NSTATES] = 1
-        self._slen[0], self._link[0], self._fpos[0], self._cnt[0], self._head[0] = 0, -1, -1, 0, -1
-        self._table[:] = 0
+    def _clear_arrays(self) -> None:
+        a = self.arrays
+        a.meta[:] = 0
+        a.meta[_NSTATES] = 1
+        a.slen[0], a.link[0], a.fpos[0], a.cnt[0], a.head[0] = 0, -1, -1, 0, -1
+        a.table[:] = 0
 
     def _grow(self, need: int) -> None:
         """Capacity for ``need`` tokens (<= max_tokens), doubling."""
-        if need <= self._cap:
+        cap = self.arrays.tok.shape[0]
+        if need <= cap:
             return
-        old = (self._tok, self._slen, self._link, self._fpos, self._cnt, self._head, self._own,
-               self._e_from, self._e_tok, self._e_to, self._e_next)
-        meta = self._meta.copy()
-        self._alloc(min(self.max_tokens, max(need, 2 * self._cap)))
-        new = (self._tok, self._slen, self._link, self._fpos, self._cnt, self._head, self._own,
-               self._e_from, self._e_tok, self._e_to, self._e_next)
-        for a, b in zip(old, new):
-            b[: a.shape[0]] = a
-        self._meta[:] = meta
-        _rehash(self._meta, self._e_from, self._e_tok, self._table)
-
-    def _arrays(self):
-        return (self._tok, self._slen, self._link, self._fpos, self._cnt, self._own, self._head,
-                self._e_from, self._e_tok, self._e_to, self._e_next, self._table)
+        old = self.arrays
+        new = _arrays(min(self.max_tokens, max(need, 2 * cap)))
+        for name in ("tok", "slen", "link", "fpos", "cnt", "own", "head", "e_from", "e_tok", "e_to", "e_next"):
+            src = getattr(old, name)
+            getattr(new, name)[: src.shape[0]] = src
+        new.meta[:] = old.meta
+        _rehash(new)
+        self.arrays = new
 
     def _push(self, tokens: np.ndarray, count_walk: int = _COUNT_WALK) -> None:
-        t = self._tok, self._slen, self._link, self._fpos, self._cnt, self._own, self._head
-        _append(self._meta, tokens, *t, self._e_from, self._e_tok, self._e_to, self._e_next, self._table, count_walk)
-
-    def _finish(self) -> None:
-        if self._meta[_DIRTY]:
-            _recount(self._meta, self._slen, self._link, self._cnt, self._own, self._order)
+        _append(self.arrays, tokens, count_walk)
+        if self.arrays.meta[_DIRTY]:
+            _recount(self.arrays)
 
     def _rebuild_from(self, start: int) -> None:
         """Keep tokens ``[start, n_tok)`` only (moved to the front) and rebuild the automaton."""
-        n = int(self._meta[_NTOK])
-        keep = self._tok[start:n].copy()
-        self._clear_automaton()
+        keep = self.arrays.tok[start: self.n_tokens].copy()
+        self._clear_arrays()
         if keep.size:
-            self._push(keep, count_walk=0)  # counted once below
-        self._meta[_DIRTY] = 1
-        self._finish()
+            _append(self.arrays, keep, 0)  # counted once below
+        _recount(self.arrays)
         self.generation += 1
 
-    def _evict(self, incoming: int, new_request: bool) -> None:
-        """Drop the oldest requests (or the oldest tokens of the only one) so that ``incoming``
+    def _evict(self, incoming: int, new_sequence: bool) -> None:
+        """Drop the oldest sequences (or the oldest tokens of the only one) so that ``incoming``
         more tokens fit; go down to the low-water mark so rebuilds stay rare."""
-        n_tok = int(self._meta[_NTOK])
-        too_many = new_request and self._n_req + 1 > self.max_requests
+        n_tok = self.n_tokens
+        too_many = new_sequence and self._n_seq + 1 > self.max_sequences
         if n_tok + incoming <= self.max_tokens and not too_many:
             return
         target_tok = int(self.max_tokens * _LOW_WATER) - incoming
-        target_req = self.max_requests - max(1, self.max_requests // 8) if too_many else self._n_req
+        target_seq = self.max_sequences - max(1, self.max_sequences // 8) if too_many else self._n_seq
         drop = 0
-        keep_open = 0 if new_request else 1  # never drop the sequence being extended
-        while drop < self._n_req - keep_open and (
-                n_tok - self._starts[drop] > target_tok or self._n_req - drop > target_req):
+        keep_open = 0 if new_sequence else 1  # never drop the sequence being extended
+        while drop < self._n_seq - keep_open and (
+                n_tok - self._starts[drop] > target_tok or self._n_seq - drop > target_seq):
             drop += 1
-        start = int(self._starts[drop])  # starts[n_req] is the end of the stream
-        if n_tok - start > target_tok:  # the open request alone is too long: keep its tail
+        start = int(self._starts[drop])  # starts[n_seq] is the end of the stream
+        if n_tok - start > target_tok:  # the last sequence alone is too long: keep its tail
             start = n_tok - target_tok
-        kept = self._n_req - drop
-        self._starts[: kept + 1] = self._starts[drop: self._n_req + 1] - start
-        self._n_req = kept
+        kept = self._n_seq - drop
+        self._starts[: kept + 1] = self._starts[drop: self._n_seq + 1] - start
+        self._n_seq = kept
         if kept:
             self._starts[0] = 0
         self._rebuild_from(start)
 
-    def _new_request(self) -> None:
-        if self._n_req + 1 > self._starts.shape[0] - 1:
-            grown = np.zeros(min(self.max_requests + 1, 2 * self._starts.shape[0]), np.int64)
+    def _new_sequence(self) -> None:
+        if self._n_seq + 1 > self._starts.shape[0] - 1:
+            grown = np.zeros(min(self.max_sequences + 1, 2 * self._starts.shape[0]), np.int64)
             grown[: self._starts.shape[0]] = self._starts
             self._starts = grown
-        if self._n_req:
+        if self._n_seq:
             self._push(np.array([SEP], np.int64))
-        self._starts[self._n_req] = self._meta[_NTOK]
-        self._n_req += 1
-        self._starts[self._n_req] = self._meta[_NTOK]
+        self._starts[self._n_seq] = self.n_tokens
+        self._n_seq += 1
+        self._starts[self._n_seq] = self.n_tokens
 
-    # ------------------------------------------------------------------ mutation
-    def add(self, tokens) -> None:
-        """Append one finished sequence ``(n,)`` as a new request (atomically)."""
-        self._write(np.asarray(tokens, np.int64).reshape(-1), new_request=True)
-
-    def start(self) -> None:
-        """Open a new, empty request that :meth:`extend` appends to."""
-        self._write(np.zeros(0, np.int64), new_request=True)
-
-    def extend(self, tokens) -> None:
-        """Append ``(n,)`` tokens to the last request (a new one if there is none)."""
-        tokens = np.asarray(tokens, np.int64).reshape(-1)
-        with self._lock:
-            self._write(tokens, new_request=self._n_req == 0)
-
-    def _write(self, tokens: np.ndarray, new_request: bool) -> None:
-        if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) > np.iinfo(np.int32).max):
-            raise ConfigError("token ids must be in [0, 2^31).")
-        with self._lock:
+    def _write(self, tokens: np.ndarray, new_sequence: bool) -> None:
+        with self.lock:
             limit = int(self.max_tokens * _LOW_WATER) - 1
             if tokens.size > limit:
                 tokens = tokens[-limit:]
-            incoming = tokens.size + (1 if new_request and self._n_req else 0)
-            self._evict(incoming, new_request)
-            incoming = tokens.size + (1 if new_request and self._n_req else 0)
-            self._grow(int(self._meta[_NTOK]) + incoming)
-            if new_request:
-                self._new_request()
+            sep = 1 if new_sequence and self._n_seq else 0
+            self._evict(tokens.size + sep, new_sequence)
+            sep = 1 if new_sequence and self._n_seq else 0
+            self._grow(self.n_tokens + tokens.size + sep)
+            if new_sequence:
+                self._new_sequence()
             if tokens.size:
                 self._push(tokens)
-                self._finish()
-                self._starts[self._n_req] = self._meta[_NTOK]
+                self._starts[self._n_seq] = self.n_tokens
+
+    # ------------------------------------------------------------------ mutation
+    def add(self, tokens) -> None:
+        """Append one sequence ``(n,)`` (atomically)."""
+        self._write(_tokens(tokens), new_sequence=True)
+
+    def append(self, tokens) -> None:
+        """Append ``(n,)`` tokens to the last sequence (a new one if there is none)."""
+        tokens = _tokens(tokens)
+        with self.lock:
+            self._write(tokens, new_sequence=self._n_seq == 0)
 
     def clear(self) -> None:
         """Forget every sequence (capacity is kept)."""
-        with self._lock:
-            self._clear_automaton()
-            self._n_req = 0
+        with self.lock:
+            self._clear_arrays()
+            self._n_seq = 0
             self.generation += 1
 
     # ------------------------------------------------------------------ queries
@@ -569,68 +497,30 @@ class SuffixMemory:
         """The longest suffix of ``context[-max_len:]`` (``(n,)`` ints) that occurred before with a
         next token (an occurrence that ends the stream, like the context itself, does not count)."""
         ctx = np.ascontiguousarray(context, np.int64)
-        with self._lock:
-            n_tok = int(self._meta[_NTOK])
-            v, length = _match(ctx, max(0, ctx.shape[0] - int(max_len)), n_tok, self._slen, self._link, self._fpos,
-                               self._table, self._e_from, self._e_tok, self._e_to)
+        with self.lock:
+            v, length = _match(self.arrays, ctx, max(0, ctx.shape[0] - int(max_len)))
             if length == 0:
                 return Match(0, 0, -1, self.generation, 0)
-            return Match(int(length), int(self._cnt[v]), int(self._fpos[v]) + 1, self.generation, int(v))
+            return Match(int(length), int(self.arrays.cnt[v]), int(self.arrays.fpos[v]) + 1, self.generation, int(v))
 
     def continuations(self, context: np.ndarray, max_len: int = 64) -> dict[int, int]:
         """``{next token: count}`` after the longest matched suffix of ``context`` ({} if none)."""
-        with self._lock:
+        with self.lock:
             m = self.match(context, max_len)
             if m.length == 0:
                 return {}
-            size = self._e_tok.shape[0]
+            size = self.arrays.e_tok.shape[0]
             toks, cnts = np.empty(size, np.int64), np.empty(size, np.int64)
-            n = _children(self._cnt, self._head, self._e_tok, self._e_to, self._e_next, m.state, toks, cnts)
+            n = _children(self.arrays, m.state, toks, cnts)
             return {int(t): int(c) for t, c in zip(toks[:n], cnts[:n])}
 
-    def draft(self, context: np.ndarray, conf: np.ndarray, max_len: int = 64, alpha: float = 4.0,
-              min_depth: int = 8, max_depth: int = 64, max_nodes: int = 32, max_fanout: int = 4,
-              max_scan: int = 256, min_score: float = 1e-3):
-        """A continuation trie of the longest matched suffix of ``context``.
-
-        Args:
-            context: ``(n,)`` ids; ``context[-1]`` is the root.
-            conf: ``(k,)`` probability that the next token still agrees after ``i`` agreeing ones.
-            alpha / min_depth / max_depth: draft depth ``clip(alpha * match length, min_depth,
-                max_depth)`` (SuffixDecoding's adaptive speculation length).
-            max_nodes: draft nodes; max_fanout / max_scan: children kept / scanned per node;
-            min_score: nodes scored lower are not drafted.
-
-        Returns:
-            ``(tokens (m,) int64, parents (m,) int32, scores (m,) float32, match)``, parents-first
-            with the root at 0 (``m == 1`` when nothing matched).
-        """
-        ctx = np.ascontiguousarray(context, np.int64)
-        out_tok = np.empty(max_nodes + 1, np.int64)
-        out_par = np.empty(max_nodes + 1, np.int64)
-        out_sc = np.empty(max_nodes + 1, np.float64)
-        out_dep = np.empty(max_nodes + 1, np.int64)
-        with self._lock:
-            m = self.match(ctx, max_len)
-            size = 1
-            if m.length:
-                depth = int(min(max_depth, max(min_depth, np.ceil(alpha * m.length))))
-                size = _expand(self._cnt, self._head, self._e_tok, self._e_to, self._e_next, m.state, m.length, conf,
-                               depth, int(max_nodes), int(max_fanout), int(max_scan), float(min_score),
-                               out_tok, out_par, out_sc, out_dep)
-        out_tok[0] = ctx[-1]
-        out_par[0] = -1
-        if size == 1:
-            out_sc[0] = 1.0  # nothing matched: the root alone, its score not set by _expand
-        return out_tok[:size], out_par[:size].astype(np.int32), out_sc[:size].astype(np.float32), m
-
     def read(self, pos: int, n: int, generation: int) -> np.ndarray:
-        """Up to ``n`` tokens from stream index ``pos`` (stopping at a request boundary or the end);
-        empty when ``generation`` is not the current one."""
-        with self._lock:
+        """Up to ``n`` tokens from stream index ``pos`` (stopping at a sequence boundary or the
+        end); empty when ``generation`` is not the current one."""
+        with self.lock:
             if generation != self.generation or pos < 0:
                 return np.zeros(0, np.int64)
-            out = self._tok[pos: min(pos + n, int(self._meta[_NTOK]))].astype(np.int64)
+            out = self.arrays.tok[pos: min(pos + n, self.n_tokens)].astype(np.int64)
         cut = np.flatnonzero(out == SEP)
         return out[: cut[0]] if cut.size else out
 
@@ -638,36 +528,227 @@ class SuffixMemory:
         """The first start ``s`` in ``[lo, hi)`` where ``pattern`` occurs in the stream followed by a
         token (so never the stream's own end), -1 if none."""
         pattern = np.ascontiguousarray(pattern, np.int64)
-        with self._lock:
+        with self.lock:
             if generation != self.generation or pattern.size == 0:
                 return -1
-            return int(_find_near(self._tok, int(self._meta[_NTOK]), pattern, int(lo), int(hi)))
+            return int(_find_near(self.arrays, pattern, int(lo), int(hi)))
 
     # ------------------------------------------------------------------ sizes
     @property
     def n_tokens(self) -> int:
         """Tokens held, separators included."""
-        return int(self._meta[_NTOK])
+        return int(self.arrays.meta[_NTOK])
 
     @property
-    def n_requests(self) -> int:
-        return self._n_req
+    def n_sequences(self) -> int:
+        return self._n_seq
 
     @property
     def nbytes(self) -> int:
         """Bytes of every array held (never more than ``max_bytes``)."""
-        with self._lock:
-            arrays = self._arrays() + (self._order, self._meta, self._starts)
-            return int(sum(a.nbytes for a in arrays))
+        with self.lock:
+            return int(sum(a.nbytes for a in self.arrays) + self._starts.nbytes)
 
     def sequences(self) -> list[np.ndarray]:
-        """The requests held, oldest first (``(n_i,)`` int64 each)."""
+        """The sequences held, oldest first (``(n_i,)`` int64 each)."""
+        with self.lock:
+            tok, st, n = self.arrays.tok, self._starts, self._n_seq
+            return [tok[st[r]: st[r + 1] - (1 if r + 1 < n else 0)].astype(np.int64) for r in range(n)]
+
+
+# ---------------------------------------------------------------------------------------- requests
+@dataclass
+class _Open:
+    view: SuffixAutomaton  # the prompt and output so far (its tail, past its byte budget)
+    n_out: int = 0
+
+
+def _digest(tokens: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(tokens, np.int64).tobytes(), digest_size=_DIGEST).digest()
+
+
+class SuffixMemory:
+    """The store of finished requests that drafters share, and the requests in flight.
+
+    Finished requests live in one bounded :class:`SuffixAutomaton` (:attr:`shared`); each open
+    request in a private one (:meth:`private`) until :meth:`finish` moves it to the shared store
+    or :meth:`abort` drops it, so two requests' tokens never interleave and no request is matched
+    by another before it is finished.
+
+    Args:
+        max_bytes: the shared store never exceeds this (default 256 MiB: ~2.2M tokens).
+        max_requests: finished requests kept (default 10,000); the oldest go first.
+        private_bytes: byte budget of each open request's private automaton (past it, the
+            request's oldest tokens are dropped from its view).
+
+    The query methods (``match``, ``continuations``, ``read``, ``find_near``, ``sequences``) and
+    the sizes read the shared store.
+    """
+
+    def __init__(self, max_bytes: int = 256 << 20, max_requests: int = 10_000, private_bytes: int = 64 << 20) -> None:
+        _check_int("max_bytes", max_bytes, 1 << 16)
+        _check_int("max_requests", max_requests, 1)
+        _check_int("private_bytes", private_bytes, 1 << 16)
+        self.shared = SuffixAutomaton(max_bytes, max_requests)
+        SuffixAutomaton(private_bytes, 1)  # refuse a private budget too small, now
+        self.private_bytes = int(private_bytes)
+        self._lock = threading.Lock()
+        self._open: dict[Hashable, _Open] = {}
+        self._recent: deque[tuple[int, bytes, int]] = deque(maxlen=_RECENT)  # (length, digest, generation)
+
+    # ------------------------------------------------------------------ request lifecycle
+    def start(self, request_id: Hashable, prompt=()) -> None:
+        """Open request ``request_id`` with its ``(n,)`` prompt tokens (kept private until finished)."""
+        view = SuffixAutomaton(self.private_bytes, 1)
+        view.add(prompt)
         with self._lock:
-            return [self._tok[self._starts[r]: self._starts[r + 1] - (1 if r + 1 < self._n_req else 0)].astype(np.int64)
-                    for r in range(self._n_req)]
+            if request_id in self._open:
+                raise ConfigError(f"request {request_id!r} is already open; finish or abort it first.")
+            self._open[request_id] = _Open(view)
+
+    def extend(self, request_id: Hashable, tokens) -> None:
+        """Append ``(n,)`` output tokens to open request ``request_id``."""
+        rec = self._get(request_id)
+        rec.view.append(tokens)
+        rec.n_out += int(np.size(tokens))
+
+    def finish(self, request_id: Hashable, with_prompt: bool = True) -> None:
+        """Close ``request_id`` and store it: its prompt and output, or its output only.
+
+        A prompt that starts with a recently finished request (a chat or agent loop resending
+        its history) is stored from where it differs.
+        """
+        with self._lock:
+            rec = self._pop(request_id)
+            seqs = rec.view.sequences()
+            seq = seqs[-1] if seqs else np.zeros(0, np.int64)
+            if not with_prompt:
+                seq = seq[max(0, seq.shape[0] - rec.n_out):]
+            stored = seq[self._resent(seq):] if with_prompt else seq
+            if stored.shape[0]:
+                self.shared.add(stored)
+            self._recent.append((int(seq.shape[0]), _digest(seq), self.shared.generation))
+
+    def abort(self, request_id: Hashable) -> None:
+        """Close ``request_id`` without storing anything (a cancelled request)."""
+        with self._lock:
+            self._pop(request_id)
+
+    def add(self, tokens) -> None:
+        """Store one finished ``(n,)`` sequence at once (saved state, a corpus)."""
+        with self._lock:
+            self.shared.add(tokens)
+
+    def clear(self) -> None:
+        """Forget every finished request (open ones stay open)."""
+        with self._lock:
+            self.shared.clear()
+            self._recent.clear()
+
+    def private(self, request_id: Hashable) -> SuffixAutomaton | None:
+        """The private automaton of open request ``request_id`` (its prompt and output so far),
+        None when it is not open."""
+        with self._lock:
+            rec = self._open.get(request_id)
+        return None if rec is None else rec.view
+
+    def is_open(self, request_id: Hashable) -> bool:
+        with self._lock:
+            return request_id in self._open
+
+    def _get(self, request_id: Hashable) -> _Open:
+        with self._lock:
+            rec = self._open.get(request_id)
+        if rec is None:
+            raise ConfigError(f"request {request_id!r} is not open; call start() first.")
+        return rec
+
+    def _pop(self, request_id: Hashable) -> _Open:
+        rec = self._open.pop(request_id, None)
+        if rec is None:
+            raise ConfigError(f"request {request_id!r} is not open; call start() first.")
+        return rec
+
+    def _resent(self, seq: np.ndarray) -> int:
+        """Length of the longest recently finished request that ``seq`` starts with (and outgrows),
+        0 if none; one stored before an eviction does not count (it may be gone)."""
+        best = 0
+        for length, digest, gen in self._recent:
+            if best < length < seq.shape[0] and gen == self.shared.generation and _digest(seq[:length]) == digest:
+                best = length
+        return best
+
+    # ------------------------------------------------------------------ saved state
+    def recent(self) -> tuple[np.ndarray, np.ndarray]:
+        """The recently finished requests a resent prompt is recognized by, oldest first:
+        ``(lengths (k,) int64, digests (k, 16) uint8)``."""
+        with self._lock:
+            lengths = np.array([r[0] for r in self._recent], np.int64)
+            digests = np.frombuffer(b"".join(r[1] for r in self._recent), np.uint8).reshape(-1, _DIGEST)
+            return lengths, digests.copy()
+
+    def load_recent(self, lengths: np.ndarray, digests: np.ndarray) -> None:
+        """Restore what :meth:`recent` returned (for the store as it is now)."""
+        with self._lock:
+            self._recent.clear()
+            for length, d in zip(np.asarray(lengths).tolist(), np.asarray(digests, np.uint8)):
+                self._recent.append((int(length), bytes(d), self.shared.generation))
+
+    # ------------------------------------------------------------------ the shared store
+    def match(self, context: np.ndarray, max_len: int = 64) -> Match:
+        """:meth:`SuffixAutomaton.match` on the finished requests."""
+        return self.shared.match(context, max_len)
+
+    def continuations(self, context: np.ndarray, max_len: int = 64) -> dict[int, int]:
+        """:meth:`SuffixAutomaton.continuations` on the finished requests."""
+        return self.shared.continuations(context, max_len)
+
+    def read(self, pos: int, n: int, generation: int) -> np.ndarray:
+        """:meth:`SuffixAutomaton.read` on the finished requests."""
+        return self.shared.read(pos, n, generation)
+
+    def find_near(self, pattern: np.ndarray, lo: int, hi: int, generation: int) -> int:
+        """:meth:`SuffixAutomaton.find_near` on the finished requests."""
+        return self.shared.find_near(pattern, lo, hi, generation)
+
+    def sequences(self) -> list[np.ndarray]:
+        """The finished requests held, oldest first (``(n_i,)`` int64 each)."""
+        return self.shared.sequences()
+
+    @property
+    def generation(self) -> int:
+        return self.shared.generation
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens of finished requests held, separators included."""
+        return self.shared.n_tokens
+
+    @property
+    def n_requests(self) -> int:
+        """Finished requests held."""
+        return self.shared.n_sequences
+
+    @property
+    def n_open(self) -> int:
+        """Requests started and not yet finished or aborted."""
+        return len(self._open)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the shared store (never more than ``max_bytes``)."""
+        return self.shared.nbytes
+
+    @property
+    def max_bytes(self) -> int:
+        return self.shared.max_bytes
+
+    @property
+    def max_tokens(self) -> int:
+        return self.shared.max_tokens
 
     def __repr__(self) -> str:
-        return (f"SuffixMemory({self.n_requests} requests, {self.n_tokens} tokens, "
+        return (f"SuffixMemory({self.n_requests} requests, {self.n_tokens} tokens, {self.n_open} open, "
                 f"{self.nbytes / 2**20:.1f} of {self.max_bytes / 2**20:.0f} MiB)")
 
 
@@ -679,13 +760,12 @@ def warm_up() -> None:
     global _warm
     if _warm:
         return
-    m = SuffixMemory(max_bytes=1 << 20, max_requests=2)
+    m = SuffixMemory(max_bytes=1 << 20, max_requests=2, private_bytes=1 << 20)
     for seq in ([1, 2, 3, 1, 2, 4], [1, 2, 3], [2, 3, 1]):  # the third add evicts and rebuilds
         m.add(seq)
-    m.start()
-    m.extend([1, 2])
-    conf = np.linspace(0.3, 0.9, 8)
-    m.draft(np.array([3, 1, 2], np.int64), conf)
+    m.start("warm-up", [1, 2])
+    m.extend("warm-up", [3, 1])
     m.continuations(np.array([1, 2], np.int64))
     m.find_near(np.array([2, 3], np.int64), 0, 8, m.generation)
+    m.abort("warm-up")
     _warm = True

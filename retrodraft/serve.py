@@ -11,7 +11,8 @@ drafters learn accumulates. Its options are the ``retrodraft`` entry of the fold
 ``generation_config.json`` (see :data:`FOLDER_KEYS`); a request may override :data:`REQUEST_KEYS`
 through the ``generation_config`` it sends. With a ``state`` folder configured, the learnt state is
 loaded when the server starts, saved every ``save_every`` requests and at shutdown. Each request
-logs one line: ``retrodraft request=3 tokens=64 steps=12 mat=5.33 wall_s=1.20``.
+logs one line: ``retrodraft request=3 tokens=64 steps=12 mat=5.33 wall_s=1.20 reused=812`` (``reused``:
+prompt positions taken from the prefix cache, the KV of earlier requests, instead of prefilled).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .assistant import RetroDraft, _check_sizing
+from .assistant import RetroDraft
 from .errors import ConfigError
 from .generate import _ORIGINAL_GENERATE
 from .generate import generate as retrodraft_generate
@@ -34,7 +35,7 @@ from .state import MANIFEST
 __all__ = ["generate", "check_server", "FOLDER_KEYS", "REQUEST_KEYS", "EXPORT_MARKER"]
 
 #: Keys of the ``retrodraft`` entry of an exported folder's generation config.
-FOLDER_KEYS = ("drafters", "index", "sizing", "budget", "state", "save_every")
+FOLDER_KEYS = ("drafters", "index", "sizing", "budget", "state", "save_every", "prefix_cache")
 #: Keys a request may change for itself (``enabled: false`` decodes that request without drafting).
 REQUEST_KEYS = ("sizing", "budget", "enabled")
 #: First line of an exported ``custom_generate/generate.py`` (how ``export --force`` recognizes one).
@@ -71,16 +72,11 @@ def generate(*args: Any, model, **kwargs: Any):
     if overrides.get("enabled", True) is False:
         return _ORIGINAL_GENERATE(model, *args, **kwargs)
     served = _served_for(model.name_or_path, folder_options, kwargs.get("tokenizer"))
-    assistant = served.assistant
-    with assistant._lock:
-        default = assistant.sizing, assistant.budget
-        if "sizing" in overrides or "budget" in overrides:
-            sizing = overrides.get("sizing", folder_options.get("sizing"))
-            assistant.sizing, assistant.budget = _check_sizing(sizing, overrides.get("budget"), None)
-        try:
-            out = retrodraft_generate(model, *args, assistant=assistant, **kwargs)
-        finally:
-            assistant.sizing, assistant.budget = default
+    sized = {}
+    if "sizing" in overrides or "budget" in overrides:
+        sized = {"sizing": overrides.get("sizing", folder_options.get("sizing")), "budget": overrides.get("budget")}
+    with served.assistant.options(**sized):  # holds the assistant's lock until the request is logged
+        out = retrodraft_generate(model, *args, assistant=served.assistant, **kwargs)
         served.finished()
     return out
 
@@ -138,6 +134,8 @@ class _Served:
         index = options.get("index")
         kwargs = {"drafters": options.get("drafters"), "sizing": options.get("sizing"),
                   "budget": options.get("budget"), "index": [str(folder / p) for p in index] if index else None}
+        if options.get("prefix_cache") is not None:
+            kwargs["prefix_cache"] = options["prefix_cache"]
         self.save_every = int(options.get("save_every", 0) or 0)
         self.state = folder / options["state"] if options.get("state") else None
         self.requests = self.unsaved = 0
@@ -160,8 +158,8 @@ class _Served:
         self.requests += 1
         self.unsaved += 1
         s = self.assistant.stats
-        log.info("retrodraft request=%d tokens=%d steps=%d mat=%.2f wall_s=%.2f", self.requests, s.new_tokens,
-                 s.steps, s.mean_accepted, s.wall_s)
+        log.info("retrodraft request=%d tokens=%d steps=%d mat=%.2f wall_s=%.2f reused=%d", self.requests,
+                 s.new_tokens, s.steps, s.mean_accepted, s.wall_s, s.prefix_reused)
         if self.state is not None and self.save_every and self.unsaved >= self.save_every:
             self.save("every %d requests" % self.save_every)
 
@@ -169,7 +167,7 @@ class _Served:
         """Save the state (never raises: a failed save is logged and serving goes on)."""
         if self.state is None or not self.unsaved:
             return
-        lock = self.assistant._lock
+        lock = self.assistant.lock
         if not lock.acquire(timeout=60):
             log.warning("retrodraft: state not saved (%s): a request kept the assistant busy", why)
             return

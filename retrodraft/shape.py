@@ -12,7 +12,6 @@ Shapes are JSON files. ``RetroDraft(shape=NAME)`` finds NAME among the presets s
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,11 +112,3 @@ def shape_dirs() -> list[Path]:
     """Where names are looked up: the shipped presets, then calibrated shapes."""
     return [PRESET_DIR, shapes_dir()]
 
-
-def __getattr__(name: str):
-    if name in ("calibrate", "calibration_template", "CALIBRATION_PRIOR"):  # their home until calibration moved out
-        warnings.warn(f"retrodraft.shape.{name} moved to retrodraft.calibrate.{name}", DeprecationWarning, stacklevel=2)
-        from . import calibrate
-
-        return getattr(calibrate, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

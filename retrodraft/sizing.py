@@ -7,9 +7,10 @@ acceptance probabilities (learnt online from which nodes were accepted) and each
 number of nodes ``n`` that maximizes expected tokens per second under the
 :class:`~retrodraft.cost.CostModel`::
 
-    rate(n) = (1 + sum of the n best nodes' acceptance probabilities) / seconds(1 + n)
+    rate(n) = (1 + sum of the n best nodes' acceptance probabilities) / seconds(1 + n, context)
 
-``n = 0`` is plain decoding, so a tree is verified only when its expected rate beats it.
+``n = 0`` is plain decoding, so a tree is verified only when its expected rate beats it. The cost
+is priced at the current context length: at long contexts each extra node costs more.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from .errors import StateError
 from .tree import DraftTree
 
 __all__ = ["TreeSizer"]
+
+_BUCKET = 64  # context positions priced alike
 
 
 class TreeSizer:
@@ -34,7 +37,7 @@ class TreeSizer:
 
     Args:
         cost: the device's cost curve.
-        max_nodes: never more draft nodes than this (default: the largest measured pass - 1).
+        budget: never more draft nodes than this (default: the largest measured pass - 1).
         bins / prior: calibration resolution and strength (pseudo-observations per bin) of
             the initial belief.
         trust: the initial belief is that a node scored ``s`` is accepted with probability
@@ -43,16 +46,16 @@ class TreeSizer:
             the choice).
     """
 
-    def __init__(self, cost: CostModel, max_nodes: int | None = None, bins: int = 20, prior: float = 8.0,
+    def __init__(self, cost: CostModel, budget: int | None = None, bins: int = 20, prior: float = 8.0,
                  trust: float = 0.5) -> None:
         self.cost = cost
-        self.max_nodes = cost.max_tokens - 1 if max_nodes is None else min(int(max_nodes), cost.max_tokens - 1)
+        self.budget = cost.max_tokens - 1 if budget is None else min(int(budget), cost.max_tokens - 1)
         self.bins = int(bins)
         centres = (np.arange(self.bins) + 0.5) / self.bins
         self._hits = centres * prior * trust
         self._seen = np.full(self.bins, float(prior))
-        # seconds(1 + n) for every n the sizer may choose, computed once.
-        self._seconds = cost.seconds_for(np.arange(1, self.max_nodes + 2))
+        # seconds(1 + n) for every n the sizer may choose, per context bucket (computed once each).
+        self._seconds: dict[int, np.ndarray] = {}
 
     def _bin(self, scores: np.ndarray) -> np.ndarray:
         # The epsilon puts float32 and float64 copies of one score (0.9 -> 17.99999 vs 18) in one bin.
@@ -63,16 +66,27 @@ class TreeSizer:
         b = self._bin(scores)
         return self._hits[b] / self._seen[b]
 
-    def choose(self, tree: DraftTree, limit: int | None = None) -> int:
+    def choose(self, tree: DraftTree, budget: int | None = None, context: int | None = None) -> int:
         """Draft nodes to keep (0 = plain decoding) for the highest expected tokens per second,
-        at most ``limit`` (and ``max_nodes``)."""
-        cap = self.max_nodes if limit is None else min(self.max_nodes, int(limit))
+        at most ``budget`` (and the sizer's own :attr:`budget`), with passes priced after
+        ``context`` cached positions (the cost model's first context when omitted)."""
+        cap = self.budget if budget is None else min(self.budget, int(budget))
         s = np.sort(tree.scores[1:])[::-1][:cap]
         if s.size == 0:
             return 0
         gain = np.concatenate([[1.0], 1.0 + np.cumsum(self.calibrated(s))])
-        rate = gain / self._seconds[: gain.size]
+        rate = gain / self.step_seconds(context)[: gain.size]
         return int(np.argmax(rate))
+
+    def step_seconds(self, context: int | None = None) -> np.ndarray:
+        """``(budget + 1,)`` seconds of a pass of ``1 + n`` tokens after ``context`` cached
+        positions, for every ``n`` (contexts rounded to 64 positions, each bucket computed once)."""
+        bucket = -1 if context is None or self.cost.contexts.size == 1 else int(context) // _BUCKET
+        row = self._seconds.get(bucket)
+        if row is None:
+            at = None if bucket < 0 else bucket * _BUCKET + _BUCKET // 2
+            row = self._seconds[bucket] = self.cost.seconds_for(np.arange(1, self.budget + 2), at)
+        return row
 
     def observe(self, tree: DraftTree, accepted: np.ndarray) -> None:
         """Count, per score bin, which verified draft nodes were on the accepted path."""

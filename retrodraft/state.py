@@ -8,10 +8,13 @@ A state is a folder::
                                    bytes, sha256); the manifest carries its own sha256 too
         0-recycling-succ.npy       one plain array per file, np.save(allow_pickle=False)
         ...
-        sizer-hits.npy             the tree sizer's calibration (budget="auto")
+        sizer-hits.npy             the tree sizer's calibration (sizing="auto")
 
 Each drafter exposes its learnt state as ``state() -> {name: ndarray | JSON value}`` and takes it
-back with ``load_state(d)``; this module only writes, checks and reads those. Saving writes a
+back with ``load_state(d)`` (see :class:`~retrodraft.drafters.base.Drafter`); the tree sizer does
+the same. This module only writes, checks and reads those, for a list of drafters and an optional
+sizer: it knows nothing of the assistant, which wraps it (:meth:`retrodraft.RetroDraft.save`,
+:meth:`retrodraft.RetroDraft.load`). Saving writes a
 temporary sibling folder and renames it into place, so a crash mid-save leaves the previous state
 whole. Loading checks everything before any drafter changes: the format version, the manifest's
 checksum, the tokenizer fingerprint (vocabulary and special tokens, as for corpus indexes), every
@@ -22,6 +25,9 @@ Example::
 
     assistant.save("state/", tokenizer)                  # after some generate calls
     assistant = RetroDraft.load("state/", tokenizer)     # in a new process: warm from the start
+
+    save("state/", tokenizer, drafters, sizer)           # the same, without an assistant
+    restore("state/", tokenizer, [history], partial=True)  # only the saved "history" entry
 """
 
 from __future__ import annotations
@@ -35,16 +41,18 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .assistant import RetroDraft
-from .cost import CostModel
 from .errors import ConfigError, StateError
 from .index.format import sha256_file, tokenizer_fingerprint
-from .sizing import TreeSizer
 
-__all__ = ["FORMAT", "VERSION", "MANIFEST", "save", "restore", "load", "read_manifest", "verify", "fingerprint"]
+if TYPE_CHECKING:
+    from .drafters.base import Drafter
+    from .sizing import TreeSizer
+
+__all__ = ["FORMAT", "VERSION", "MANIFEST", "save", "restore", "read_manifest", "verify", "fingerprint"]
 
 FORMAT = "retrodraft-state"
 VERSION = 1
@@ -67,14 +75,15 @@ def fingerprint(tokenizer) -> str:
 
 
 # ---------------------------------------------------------------------- saving
-def save(assistant: RetroDraft, path: str | os.PathLike, tokenizer) -> Path:
-    """Write ``assistant``'s learnt state to the folder ``path`` (replacing a state saved there).
+def save(path: str | os.PathLike, tokenizer, drafters: "Sequence[Drafter]", sizer: "TreeSizer | None" = None) -> Path:
+    """Write what ``drafters`` (and ``sizer``) learnt to the folder ``path`` (replacing a state saved there).
 
     Args:
-        assistant: the assistant to save (its drafters' ``state()`` and its tree sizer).
         path: the state folder; its parent is created. An existing folder that is not a
             retrodraft state is never overwritten.
         tokenizer: the model's tokenizer (its fingerprint is recorded and checked on load).
+        drafters: saved in order, each as its ``state()``.
+        sizer: a tree sizer whose ``state()`` is saved too (its calibration), or None.
 
     Returns:
         ``path``.
@@ -86,12 +95,10 @@ def save(assistant: RetroDraft, path: str | os.PathLike, tokenizer) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        entries = [_write_entry(tmp, f"{i}-{d.name}", d.name, _state_of(d)) for i, d in enumerate(assistant.drafters)]
-        sizer = None
-        if assistant.sizer is not None:
-            sizer = _write_entry(tmp, "sizer", "sizer", assistant.sizer.state())
+        entries = [_write_entry(tmp, f"{i}-{d.name}", d.name, d.state()) for i, d in enumerate(drafters)]
+        sizer_entry = None if sizer is None else _write_entry(tmp, "sizer", "sizer", sizer.state())
         manifest = {"format": FORMAT, "version": VERSION, "tokenizer": {"fingerprint": fp},
-                    "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "drafters": entries, "sizer": sizer}
+                    "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "drafters": entries, "sizer": sizer_entry}
         manifest["sha256"] = _manifest_digest(manifest)
         with open(tmp / MANIFEST, "w") as f:
             json.dump(manifest, f, indent=1)
@@ -102,14 +109,6 @@ def save(assistant: RetroDraft, path: str | os.PathLike, tokenizer) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
-
-
-def _state_of(drafter) -> dict:
-    get = getattr(drafter, "state", None)
-    if get is None:
-        raise StateError(f"drafter {drafter.name!r} ({type(drafter).__name__}) has no state() method: it cannot be "
-                         "saved.")
-    return get()
 
 
 def _write_entry(folder: Path, prefix: str, name: str, state: dict) -> dict:
@@ -263,59 +262,46 @@ def _check_tokenizer(path: Path, manifest: dict, fp: str) -> None:
                          "cannot be used with this model.")
 
 
-def restore(assistant: RetroDraft, path: str | os.PathLike, tokenizer) -> None:
-    """Load the state at ``path`` into ``assistant``, whose drafters must be the saved ones (same
-    names, in order, constructed with the same table sizes). On a refusal the assistant is left
-    as it was when nothing had been read yet, or reset (cold) if a drafter refused its part."""
+def restore(path: str | os.PathLike, tokenizer, drafters: "Sequence[Drafter]", *, partial: bool = False) -> dict | None:
+    """Load the drafters' state saved at ``path``; return the saved tree-sizer state (or None).
+
+    Args:
+        path: a state folder written by :func:`save`.
+        tokenizer: the model's tokenizer; a state saved for another one is refused.
+        drafters: the drafters to load into. Without ``partial`` they must be the saved ones
+            (same names, in order, constructed with the same table sizes).
+        partial: load only the saved entries whose names match ``drafters`` (the first unused
+            entry of each name, in order) and ignore the rest; a drafter without a saved entry is
+            left as it is.
+
+    Everything is read and checked before any drafter changes; if a drafter then refuses its
+    part, every given drafter is reset (cold) and the error raised.
+    """
     path = Path(path)
     manifest = read_manifest(path)
     _check_tokenizer(path, manifest, fingerprint(tokenizer))
-    saved = [e["name"] for e in manifest["drafters"]]
-    have = [d.name for d in assistant.drafters]
-    if saved != have:
-        raise StateError(f"{path} holds the state of drafters {saved}, this assistant has {have}; load it with "
+    entries = manifest["drafters"]
+    saved = [e["name"] for e in entries]
+    have = [d.name for d in drafters]
+    if partial:
+        pairs, used = [], set()
+        for d in drafters:
+            j = next((j for j, name in enumerate(saved) if name == d.name and j not in used), None)
+            if j is not None:
+                used.add(j)
+                pairs.append((d, entries[j]))
+    elif saved != have:
+        raise StateError(f"{path} holds the state of drafters {saved}, these drafters are {have}; load it with "
                          f"RetroDraft.load(path, tokenizer) or RetroDraft(drafters={saved}).")
-    states = [_read_entry(path, e) for e in manifest["drafters"]]
+    else:
+        pairs = list(zip(drafters, entries))
+    states = [(d, _read_entry(path, e)) for d, e in pairs]
     sizer = _read_entry(path, manifest["sizer"]) if manifest["sizer"] is not None else None
     try:
-        for d, state in zip(assistant.drafters, states):
+        for d, state in states:
             d.load_state(state)
-        if sizer is not None and assistant.sizing == "auto":
-            assistant.sizer = _sizer_from(assistant, sizer)
     except BaseException:
-        assistant.reset()
+        for d in drafters:
+            d.reset()
         raise
-
-
-def _sizer_from(assistant: RetroDraft, state: dict) -> TreeSizer:
-    """A tree sizer with the saved calibration, on the assistant's own cost curve if it has one,
-    else on the curve the calibration was learnt under (replaced on a call with another model)."""
-    cost = assistant.cost
-    if cost is None:
-        try:
-            cost = CostModel(state["cost_sizes"], state["cost_seconds"], str(state.get("cost_key", "")),
-                             str(state.get("cost_device", "")))
-        except (KeyError, ConfigError, ValueError) as e:
-            raise StateError(f"the saved tree-sizer cost curve is invalid ({e}).") from None
-    hits = state.get("hits")
-    bins = hits.shape[0] if isinstance(hits, np.ndarray) and hits.ndim == 1 and 1 <= hits.shape[0] <= 10_000 else 20
-    sizer = TreeSizer(cost, max_nodes=assistant.budget, bins=bins)
-    sizer.load_state(state)
     return sizer
-
-
-def load(path: str | os.PathLike, tokenizer, **kwargs) -> RetroDraft:
-    """A new :class:`RetroDraft` with the drafters saved at ``path`` and what they learnt.
-
-    Args:
-        path: a state folder written by :func:`save` / :meth:`RetroDraft.save`.
-        tokenizer: the model's tokenizer; a state saved for another one is refused.
-        kwargs: as for :class:`RetroDraft` (``sizing``, ``budget``, ``index``, ``cost``, ...); ``drafters``
-            defaults to the saved drafter names (pass instances when they were constructed
-            with non-default table sizes).
-    """
-    manifest = read_manifest(path)
-    kwargs.setdefault("drafters", [e["name"] for e in manifest["drafters"]])
-    assistant = RetroDraft(**kwargs)
-    restore(assistant, path, tokenizer)
-    return assistant

@@ -7,7 +7,7 @@ compute anything that flows from root to leaves (depths, ancestor sets, path sco
 Each node carries a ``score``: the drafter's estimate of the probability that the whole
 root-to-node path is accepted. Scores never grow along a path, so the ``n`` best-scored nodes
 always form a connected subtree; that is what makes :meth:`DraftTree.prune` and fusing the trees
-of several drafters (:meth:`DraftTree.merge`) cheap.
+of several drafters (:meth:`DraftTree.fuse`, on :meth:`DraftTree.merge`) cheap.
 
 Each node also carries its ``origins``: a bitmask of the drafters that proposed it (bit ``i`` =
 the assistant's drafter ``i``, set by :meth:`DraftTree.tagged`). Fusion ORs the masks of the
@@ -188,6 +188,24 @@ class DraftTree:
                 props.setdefault(int(new[i]), v)  # one sampled group per parent: the first kept
         return DraftTree(out_tok, out_par, out_dep, out_sc, props, out_org)
 
+    @classmethod
+    def fuse(cls, trees: Sequence["DraftTree"]) -> "DraftTree":
+        """One tree from several drafters' trees (same root), by longest-prefix matching.
+
+        Node origins record which tree proposed them (bit ``i`` = ``trees[i]``, for the first 32).
+        Sampled drafts (``proposals``) survive only in a tree that was not fused with another:
+        fusion folds other drafters' guesses into sampled children and re-ranks them by score,
+        which would bias the rejection chain, so in a fused tree they are verified by the
+        sample-and-descend rule, which is exact for any tree.
+        """
+        fused = trees[0].tagged(1)
+        if len(trees) == 1:
+            return fused
+        for i, t in enumerate(trees[1:], start=1):
+            fused = fused.merge(t.tagged(1 << i if i < 32 else 0))
+        fused.proposals = {}
+        return fused
+
     def prune(self, budget: int) -> "DraftTree":
         """Keep the root plus the ``budget`` best-scored draft nodes (a connected subtree).
 
@@ -277,6 +295,27 @@ class DraftTree:
     def input_ids(self, device: torch.device | str = "cpu") -> torch.Tensor:
         """Node tokens as model input, shape ``(1, n)``."""
         return torch.from_numpy(self.tokens).unsqueeze(0).to(device)
+
+    # ----------------------------------------------------------------- re-scoring
+    def rescored(self, path: Sequence[int], factor: float) -> "DraftTree":
+        """This tree with the scores of the node reached by ``path`` (tokens below the root) and
+        of all its descendants multiplied by ``factor`` in [0, 1] (scores stay non-increasing);
+        itself when no node is reached. Arrays other than ``scores`` are shared with this tree.
+        """
+        if not 0.0 <= factor <= 1.0:
+            raise ValueError(f"factor must be in [0, 1], got {factor}")
+        kids, node = self.children(), 0
+        for t in path:
+            node = kids[node].get(int(t), -1)
+            if node < 0:
+                return self
+        inside = np.zeros(len(self), bool)
+        inside[node] = True
+        for i in range(node + 1, len(self)):
+            inside[i] = inside[self.parents[i]]
+        scores = self.scores.copy()
+        scores[inside] *= np.float32(factor)
+        return DraftTree(self.tokens, self.parents, self.depths, scores, self.proposals, self.origins)
 
 
 @numba.njit(cache=True)

@@ -30,15 +30,13 @@ chain, and the residual sample may still land on any child and descend.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
-
 import numpy as np
 import torch
 from transformers import LogitsProcessorList
 
 from .tree import DraftTree
 
-__all__ = ["Verdict", "fuse", "tree_inputs", "tree_forward", "accept", "top_candidates"]
+__all__ = ["Verdict", "tree_inputs", "tree_forward", "accept", "top_candidates"]
 
 
 @dataclass
@@ -56,24 +54,6 @@ class Verdict:
     tokens: list[int]
     scores: list[torch.Tensor] = field(default_factory=list)
     raw_logits: list[torch.Tensor] = field(default_factory=list)
-
-
-def fuse(trees: Sequence[DraftTree]) -> DraftTree:
-    """One tree from several drafters' trees (same root), by longest-prefix matching.
-
-    Node origins record which tree proposed them (bit ``i`` = ``trees[i]``, for the first 32). Sampled drafts
-    (``proposals``) survive only in a tree that was not fused with another: fusion folds other
-    drafters' guesses into sampled children and re-ranks them by score, which would bias the
-    rejection chain, so in a fused tree they are verified by the sample-and-descend rule, which
-    is exact for any tree.
-    """
-    fused = trees[0].tagged(1)
-    if len(trees) == 1:
-        return fused
-    for i, t in enumerate(trees[1:], start=1):
-        fused = fused.merge(t.tagged(1 << i if i < 32 else 0))
-    fused.proposals = {}
-    return fused
 
 
 def tree_inputs(model: torch.nn.Module, tree: DraftTree, past_len: int) -> dict[str, torch.Tensor]:

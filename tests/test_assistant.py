@@ -1,15 +1,13 @@
-import warnings
-
 import numpy as np
 import pytest
 import torch
 
-from helpers import OracleDrafter, RandomDrafter, outcome, tiny_model
+from helpers import RandomDrafter, outcome, tiny_model
 from retrodraft import ConfigError, RetroDraft
-from retrodraft.assistant import AUTO_MAX_NODES, BUDGET_PRESETS, MAX_BUDGET, Stats
+from retrodraft.assistant import BUDGET_PRESETS, DEFAULT_BUDGET, MAX_BUDGET, Stats
 from retrodraft.drafters.base import Request
 from retrodraft.drafters.stand import Stand
-from retrodraft.shape import TreeShape
+from retrodraft.errors import StateError
 from retrodraft.tree import DraftTree
 
 
@@ -32,7 +30,7 @@ def test_no_drafters_is_refused():
 def test_default_is_history_recycling_and_lookup_with_auto_sizing():
     a = RetroDraft()
     assert [d.name for d in a.drafters] == ["history", "recycling", "lookup"]
-    assert a.sizing == "auto" and a.budget == AUTO_MAX_NODES and a.budget_for(tiny_model("llama")) == AUTO_MAX_NODES
+    assert a.sizing == "auto" and a.budget == DEFAULT_BUDGET and a.budget_for(tiny_model("llama")) == DEFAULT_BUDGET
 
 
 def test_budget_is_a_node_cap_and_sizing_the_policy():
@@ -47,24 +45,8 @@ def test_budget_is_a_node_cap_and_sizing_the_policy():
         RetroDraft(sizing="preset", budget=4)
 
 
-@pytest.mark.parametrize("old, sizing", [("auto", "auto"), ("preset", "preset")])
-def test_old_budget_policies_still_work_with_a_warning(old, sizing):
-    with pytest.warns(DeprecationWarning, match="sizing"):
-        a = RetroDraft(budget=old)
-    assert a.sizing == sizing
-
-
-def test_old_spellings_warn_and_keep_working():
-    shape = TreeShape([(0,), (1,)])
-    with pytest.warns(DeprecationWarning, match="shape="):
-        a = RetroDraft(drafters=["recycling"], tree=shape)
-    assert a.shape is shape
-    with pytest.warns(DeprecationWarning, match="max_nodes"):
-        b = RetroDraft(max_nodes=5)
-    assert b.sizing == "auto" and b.budget == 5
+def test_mean_accepted_is_the_mean_committed():
     stats = Stats(committed=[1, 3])
-    with pytest.warns(DeprecationWarning, match="committed"):
-        assert stats.accepted == [1, 3]
     assert stats.mean_accepted == stats.mean_committed == 2.0
 
 
@@ -72,12 +54,6 @@ def test_preset_budget_follows_device_and_dtype():
     a = RetroDraft(sizing="preset")
     assert a.budget_for(tiny_model("llama")) == BUDGET_PRESETS["cpu-float32"]
     assert a.budget_for(tiny_model("llama", dtype=torch.bfloat16)) == BUDGET_PRESETS["cpu-bfloat16"]
-
-
-@pytest.mark.parametrize("max_nodes", [0, MAX_BUDGET + 1, 3.0, True])
-def test_out_of_range_max_nodes_are_refused(max_nodes):
-    with pytest.raises(ConfigError, match="max_nodes must be"):
-        RetroDraft(max_nodes=max_nodes)
 
 
 class Fixed(RandomDrafter):
@@ -114,26 +90,111 @@ def test_sampled_drafts_are_kept_only_in_an_unfused_tree():
     assert len(tree) > 2 and not tree.proposals
 
 
-class OldStyle(OracleDrafter):
-    """A user drafter written against the old interface."""
+class Ending(RandomDrafter):
+    """Counts begin() / end() calls; raises from propose() when told to."""
 
-    def begin(self, prompt, vocab_size):
-        self.began = (len(prompt), vocab_size, self.sampling_temperature)
+    def __init__(self, vocab=96, fail_after=None):
+        super().__init__(vocab)
+        self.begun = self.ended = self.proposed = 0
+        self.fail_after = fail_after
 
-    def observe(self, tree, accepted, logits):
-        self.seen = getattr(self, "seen", 0) + 1
-        assert logits.shape == (len(tree), 96)
+    def begin(self, request):
+        self.begun += 1
+
+    def propose(self, context, budget):
+        self.proposed += 1
+        if self.fail_after is not None and self.proposed > self.fail_after:
+            raise RuntimeError("drafter failed")
+        return super().propose(context, budget)
+
+    def end(self):
+        self.ended += 1
 
 
-def test_a_drafter_with_the_old_interface_still_works_with_a_warning():
+def test_end_is_called_exactly_once_per_call_also_when_generation_raises():
     model = tiny_model("llama")
-    ids = torch.randint(3, 96, (1, 12), generator=torch.Generator().manual_seed(1))
-    ref = model.generate(ids, max_new_tokens=20, do_sample=False)
-    d = OldStyle(ref[0, 12:].tolist(), 12, 96)
-    with pytest.warns(DeprecationWarning, match="old"):
-        a = RetroDraft(drafters=[d, "recycling"], budget=6)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the warning came once, at construction
-        out = model.generate(ids, max_new_tokens=20, do_sample=False, assistant=a)
-    assert torch.equal(out, ref)
-    assert d.began == (12, 96, None) and d.seen == a.stats.steps
+    ids = torch.randint(3, 96, (1, 10), generator=torch.Generator().manual_seed(2))
+    d = Ending()
+    a = RetroDraft(drafters=[d], budget=4)
+    model.generate(ids, max_new_tokens=8, do_sample=False, assistant=a)
+    assert (d.begun, d.ended) == (1, 1)
+    model.generate(ids, max_new_tokens=8, do_sample=False, assistant=a)
+    assert (d.begun, d.ended) == (2, 2)
+    failing = Ending(fail_after=1)
+    b = RetroDraft(drafters=[failing], budget=4)
+    with pytest.raises(RuntimeError, match="drafter failed"):
+        model.generate(ids, max_new_tokens=8, do_sample=False, assistant=b)
+    assert (failing.begun, failing.ended) == (1, 1)
+    b.end()  # a second end() of the same call is a no-op
+    assert failing.ended == 1
+
+
+def test_a_drafter_whose_begin_raises_still_ends_the_ones_begun():
+    class Refusing(Ending):
+        def begin(self, request):
+            raise RuntimeError("refused")
+
+    first, second = Ending(), Refusing()
+    a = RetroDraft(drafters=[first, second], budget=4)
+    with pytest.raises(RuntimeError, match="refused"):
+        a.begin(Request(np.array([1, 2]), 96))
+    assert (first.begun, first.ended, second.ended) == (1, 1, 0)
+
+
+def test_options_override_for_the_block_and_restore_after():
+    a = RetroDraft()
+    with a.options(budget=8):
+        assert (a.sizing, a.budget) == ("fixed", 8)
+        with a.options(sizing="auto", budget=12):
+            assert (a.sizing, a.budget) == ("auto", 12)
+        assert (a.sizing, a.budget) == ("fixed", 8)
+    assert (a.sizing, a.budget) == ("auto", DEFAULT_BUDGET)
+    with pytest.raises(ConfigError, match="budget must be"):
+        a.options(budget=MAX_BUDGET + 1)  # refused when called, before any block runs
+    with pytest.raises(ConfigError, match="sizing must be"):
+        a.options(sizing="greedy")
+    assert (a.sizing, a.budget) == ("auto", DEFAULT_BUDGET)
+
+
+def test_options_hold_the_lock_so_other_threads_wait():
+    import threading
+
+    a = RetroDraft()
+    seen = []
+    with a.options(budget=4):
+        t = threading.Thread(target=lambda: seen.append(a.lock.acquire(timeout=0.05)))
+        t.start()
+        t.join()
+    assert seen == [False]
+    assert a.lock.acquire(timeout=1)
+    a.lock.release()
+
+
+def test_documents_reach_the_drafters_that_read_them_for_the_block_only():
+    a = RetroDraft(drafters=["lookup", "retrieval"], budget=8)
+    retrieval = a.drafters[1]
+    with a.options(documents=[[1, 2, 3, 4, 5], [9, 2, 3, 7, 8]]):
+        a.begin(Request(np.array([0]), 300))
+    a.end()
+    assert sorted(retrieval.propose(np.array([2, 3]), 8).paths()) == [[4, 5], [7, 8]]
+    a.begin(Request(np.array([0]), 300))  # no documents outside the block
+    assert retrieval.propose(np.array([2, 3]), 8).paths() == []
+    with pytest.raises(ConfigError, match="read documents"):
+        RetroDraft(drafters=["lookup"]).options(documents=[[1, 2]])
+    with pytest.raises(ConfigError, match="token ids"):
+        a.options(documents=[[1, -2]])
+
+
+def test_capabilities_are_declared_not_probed():
+    a = RetroDraft(drafters=["recycling", "lookup", "retrieval"])
+    assert a.drafters[2].estimator is a.drafters[0]  # the drafter that declares estimates_next_token
+    lookup = a.drafters[1]
+    assert not lookup.fills_shape and not lookup.estimates_next_token
+    assert lookup.next_token_estimate(np.array([1]), np.array([2])) is None
+    with pytest.raises(NotImplementedError, match="does not fill a tree shape"):
+        lookup.use_shape([(0,)])
+    r = RandomDrafter(10)
+    assert r.state() == {}
+    r.load_state({})  # nothing learnt, nothing to load
+    with pytest.raises(StateError, match="learns nothing"):
+        r.load_state({"x": np.zeros(2)})

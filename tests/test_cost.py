@@ -45,7 +45,7 @@ def test_a_corrupt_cache_file_is_measured_again(tmp_path, monkeypatch):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("{not json")
     cm = CostModel.for_model(model, sizes=(1, 2), past_len=8, repeats=1)
-    assert cm.sizes.tolist() == [1, 2] and json.loads(path.read_text())["format"] == 1
+    assert cm.sizes.tolist() == [1, 2] and json.loads(path.read_text())["format"] == 2
 
 
 def test_keys_separate_dtypes_and_architectures():
@@ -75,9 +75,56 @@ def test_cost_json_path_is_accepted(tmp_path):
     assert RetroDraft(cost=path).cost.seconds.tolist() == [0.1, 0.2]
 
 
-def test_tree_sizer_still_imports_from_cost_with_a_warning():
-    import retrodraft.cost
-    from retrodraft.sizing import TreeSizer
 
-    with pytest.warns(DeprecationWarning, match="retrodraft.sizing"):
-        assert retrodraft.cost.TreeSizer is TreeSizer
+# ---------------------------------------------------------------- context lengths
+def _surface():
+    """Flat at 256 cached positions, every extra token dearer at 4,096."""
+    sizes, contexts = np.array([1, 8, 64]), np.array([256, 4096])
+    grid = np.array([[1.0, 1.0, 2.0], [3.0, 6.0, 30.0]])
+    return CostModel(sizes, grid[0], contexts=contexts, grid=grid)
+
+
+def test_interpolates_between_contexts_and_extends_beyond_the_last():
+    cm = _surface()
+    assert cm.seconds_for(8, 256) == pytest.approx(1.0) and cm.seconds_for(8) == pytest.approx(1.0)
+    assert cm.seconds_for(8, 100) == pytest.approx(1.0)  # flat below the first context
+    assert cm.seconds_for(8, 2176) == pytest.approx(3.5)  # halfway
+    assert cm.seconds_for(1, 7936) == pytest.approx(5.0)  # along the last two contexts' slope
+    assert cm.relative(8, 4096) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("contexts, grid", [([4096, 256], [[1, 1, 2], [3, 6, 30]]), ([256, 4096], [[1, 1, 2], [3, 0, 30]]),
+                                            ([256, 4096], [[1, 1, 2]]), ([256, 4096], [[2, 1, 2], [3, 6, 30]])])
+def test_malformed_surfaces_are_refused(contexts, grid):
+    with pytest.raises(ConfigError):
+        CostModel(np.array([1, 8, 64]), np.array([1.0, 1.0, 2.0]), contexts=np.array(contexts), grid=np.array(grid))
+
+
+def test_measures_several_contexts_and_round_trips(tmp_path):
+    model = tiny_model("llama", max_position_embeddings=2200)
+    cm = CostModel.measure(model, sizes=(1, 4, 8, 16), contexts=(32, 256, 1100, 4096), repeats=1)
+    assert cm.contexts.tolist() == [32, 256, 1100]  # 4,096 does not fit the model's positions
+    assert cm.grid.shape == (3, 4) and np.all(cm.grid > 0)
+    assert np.array_equal(cm.grid[0], cm.seconds)
+    path = tmp_path / "c.json"
+    cm.save(path)
+    back = CostModel.load(path)
+    assert back.contexts.tolist() == [32, 256, 1100] and np.array_equal(back.grid, cm.grid)
+    assert back.seconds_for(5, 700) == pytest.approx(cm.seconds_for(5, 700))
+
+
+def test_a_format_1_curve_still_loads_and_the_cache_measures_contexts_once(tmp_path, monkeypatch):
+    old = {"format": 1, "key": "k", "device": "d", "sizes": [1, 2, 4], "seconds": [0.1, 0.11, 0.15]}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    cm = CostModel.load(tmp_path / "old.json")
+    assert cm.contexts.tolist() == [256] and cm.seconds_for(2, 9000) == pytest.approx(0.11)
+    assert RetroDraft(cost=tmp_path / "old.json").cost.seconds.tolist() == [0.1, 0.11, 0.15]
+    monkeypatch.setenv("RETRODRAFT_COST_CACHE", str(tmp_path / "cache"))
+    model = tiny_model("llama")
+    path = cost_dir() / f"{model_key(model)}.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(old))
+    kw = dict(sizes=(1, 2, 4), contexts=(16, 64), repeats=1)
+    upgraded = CostModel.for_model(model, **kw)  # an old single-length curve is measured again
+    assert upgraded.contexts.tolist() == [16, 64] and json.loads(path.read_text())["format"] == 2
+    assert CostModel.for_model(model, **kw).grid.tolist() == upgraded.grid.tolist()  # then reused

@@ -114,6 +114,10 @@ def test_export_writes_a_servable_folder(folders):
     assert (out / "custom_generate" / "requirements.txt").read_text().startswith("retrodraft>=")
     options = json.loads((out / "generation_config.json").read_text())["retrodraft"]
     assert options == {"drafters": ["history", "recycling", "lookup"], "sizing": "auto", "save_every": 2, "state": "state"}
+    small = export(src, root / "small", prefix_cache=1 << 20)
+    assert json.loads((small / "generation_config.json").read_text())["retrodraft"]["prefix_cache"] == 1 << 20
+    with pytest.raises(ConfigError, match="prefix_cache must be a byte budget"):
+        export(src, root / "bad", prefix_cache=-1)
     with pytest.raises(ConfigError, match="already holds an export"):
         export(src, out)
     copy_args = ["--copy", "--sizing", "fixed", "--budget", "6"]
@@ -158,6 +162,8 @@ def test_served_with_retrodraft_equals_served_without(folders):
     text = log.read_text()
     line = next(ln for ln in text.splitlines() if "retrodraft request=1 " in ln)
     assert f"tokens={MAX_TOKENS}" in line and "steps=" in line and "mat=" in line and "wall_s=" in line
+    reused = [int(ln.rsplit("reused=", 1)[1]) for ln in text.splitlines() if "retrodraft request=" in ln]
+    assert reused[0] == 0 and max(reused) > 0  # a prompt sent again prefilled from the prefix cache
     assert "saved the state" in text and "(shutdown)" in text  # every 2 requests, and at shutdown
     st.verify(out / "state", tiny_tokenizer())
 

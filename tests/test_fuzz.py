@@ -2,7 +2,8 @@
 
 Each case draws, from its own seed: a tiny random model (architecture, layers, heads, vocabulary;
 each built once and reused), a drafter mix, fixed or auto sizing, a fresh or warm assistant, a
-prompt (random, repetitive, or copied from an earlier output), stop criteria (``max_new_tokens``,
+prompt (random, repetitive, copied from an earlier output, or an earlier call's whole sequence
+continued, as a resent conversation is, so the assistant's prefix cache reuses its KV), stop criteria (``max_new_tokens``,
 EOS, ``stop_strings``, a custom ``StoppingCriteria``), sometimes logits processors, and sometimes
 a streamer. The output, what the streamer received and the statistics are compared with plain
 decoding in float32.
@@ -96,6 +97,8 @@ class World:
     indexes: dict = field(default_factory=dict)
     outputs: dict = field(default_factory=dict)  # config -> earlier outputs, for copied prompts
     warm: dict = field(default_factory=dict)  # config -> an assistant used before
+    reused: int = 0  # cases whose prefill reused an earlier call's KV
+    warm_outputs: dict = field(default_factory=dict)  # config -> whole sequences the warm assistant decoded
 
     def model(self, c: int):
         if c not in self.models:
@@ -132,11 +135,16 @@ def world(tmp_path_factory):
     return World(tmp_path_factory.mktemp("fuzz"))
 
 
-def _prompt(rng, world: World, c: int) -> torch.Tensor:
+def _prompt(rng, world: World, c: int) -> tuple[torch.Tensor, bool]:
+    """A case's prompt, and whether it continues an earlier call's whole sequence."""
     vocab = CONFIGS[c][5]
     n = int(rng.integers(1, 41))
-    kind = rng.choice(["random", "motif", "copied"], p=[0.4, 0.3, 0.3])
-    if kind == "motif":
+    kind = rng.choice(["random", "motif", "copied", "continued"], p=[0.3, 0.2, 0.25, 0.25])
+    if kind == "continued" and world.warm_outputs.get(c):
+        past = world.warm_outputs[c][int(rng.integers(len(world.warm_outputs[c])))]
+        ids = np.concatenate([past, rng.integers(0, vocab, size=int(rng.integers(1, 9)))])
+        return torch.as_tensor(ids, dtype=torch.long).reshape(1, -1), True
+    elif kind == "motif":
         motif = rng.integers(0, vocab, size=int(rng.integers(2, 7)))
         ids = np.resize(motif, n)
     elif kind == "copied" and world.outputs[c]:
@@ -145,7 +153,7 @@ def _prompt(rng, world: World, c: int) -> torch.Tensor:
         ids = np.asarray(past[start:start + n])
     else:
         ids = rng.integers(0, vocab, size=n)
-    return torch.as_tensor(ids, dtype=torch.long).reshape(1, -1)
+    return torch.as_tensor(ids, dtype=torch.long).reshape(1, -1), False
 
 
 def _stopping(rng, world: World, c: int, ids, model) -> tuple[dict, str]:
@@ -179,9 +187,10 @@ def _stopping(rng, world: World, c: int, ids, model) -> tuple[dict, str]:
     return kw, " ".join(label)
 
 
-def _assistant(rng, world: World, c: int, reference: list[int], prompt_len: int) -> tuple[RetroDraft, str]:
+def _assistant(rng, world: World, c: int, reference: list[int], prompt_len: int,
+               continued: bool) -> tuple[RetroDraft, str]:
     vocab = CONFIGS[c][5]
-    if c in world.warm and rng.random() < 0.4:
+    if c in world.warm and rng.random() < (0.9 if continued else 0.4):
         a = world.warm[c]
         return a, f"warm {[d.name for d in a.drafters]} {a.sizing}"
     names = [n for n in NAMED if rng.random() < 0.4] or [NAMED[int(rng.integers(len(NAMED)))]]
@@ -192,6 +201,8 @@ def _assistant(rng, world: World, c: int, reference: list[int], prompt_len: int)
     if oracle:
         drafters.append(OracleDrafter(reference, prompt_len, vocab, seed=1, miss_every=int(rng.integers(0, 4))))
     kw: dict = {"index": world.index(c)} if "retrieval" in names else {}
+    if rng.random() < 0.2:  # a store that holds a few entries at most: eviction on every call
+        kw["prefix_cache"] = int(rng.choice([0, 4_000, 40_000]))
     if rng.random() < 0.5:
         budget = int(rng.choice([0, 1, 2, 3, 5, 8, 13, 24, 32]))
         a = RetroDraft(drafters=drafters, sizing="fixed", budget=budget, **kw)
@@ -202,8 +213,11 @@ def _assistant(rng, world: World, c: int, reference: list[int], prompt_len: int)
         cap = int(rng.choice([4, 16, 32]))
         a = RetroDraft(drafters=drafters, sizing="auto", budget=cap, cost=cost, **kw)
         label = f"auto(cap {cap}, slope {slope})"
+    if "prefix_cache" in kw:
+        label += f" prefix_cache={kw['prefix_cache']}"
     if not oracle:
         world.warm[c] = a
+        world.warm_outputs[c] = []  # the sequences an earlier warm assistant stored are not in this one's cache
     return a, f"{[d if isinstance(d, str) else d.name for d in drafters]} {label}"
 
 
@@ -212,19 +226,25 @@ def _run_case(world: World, seed: int) -> str | None:
     rng = np.random.default_rng([BASE_SEED, seed])
     c = int(rng.integers(len(CONFIGS)))
     model = world.model(c)
-    ids = _prompt(rng, world, c)
+    ids, continued = _prompt(rng, world, c)
     kw, stops = _stopping(rng, world, c, ids, model)
     streamed = rng.random() < 0.3
     plain_stream, ours_stream = Recorder(), Recorder()
     ref = model.generate(ids, **kw, **({"streamer": plain_stream} if streamed else {}))
     reference = ref[0, ids.shape[1]:].tolist()
-    assistant, drafted = _assistant(rng, world, c, reference, ids.shape[1])
-    what = f"case {seed}: {CONFIGS[c]} prompt {ids.shape[1]} tokens, {stops}, {drafted}, streamer={streamed}"
+    assistant, drafted = _assistant(rng, world, c, reference, ids.shape[1], continued)
+    what = f"case {seed}: {CONFIGS[c]} prompt {ids.shape[1]} tokens{' (continued)' if continued else ''}, {stops}, {drafted}, streamer={streamed}"
     try:
         out = model.generate(ids, assistant=assistant, **kw, **({"streamer": ours_stream} if streamed else {}))
     except Exception as e:  # an exception is a failure of the case, reported with the others
         return f"{what}: raised {type(e).__name__}: {e}"
     world.outputs[c] = (world.outputs[c] + [ref[0].tolist()])[-20:]
+    world.reused += assistant.stats.prefix_reused > 0
+    if assistant is world.warm.get(c):
+        world.warm_outputs[c] = (world.warm_outputs.get(c, []) + [ref[0].tolist()])[-8:]
+    store = assistant.prefix_cache
+    if store is not None and store.nbytes > store.max_bytes:
+        return f"{what}: the prefix cache holds {store.nbytes} bytes, over its budget of {store.max_bytes}"
     if not torch.equal(out, ref):
         return f"{what}: output differs from plain decoding"
     if streamed and ours_stream.calls != plain_stream.calls:
@@ -238,6 +258,8 @@ def _run_case(world: World, seed: int) -> str | None:
 
 def test_fuzzed_greedy_exactness(world):
     failures = [f for f in (_run_case(world, s) for s in range(CASES)) if f is not None]
-    summary = f"fuzz: {CASES} cases, {len(failures)} mismatches (base seed {BASE_SEED})"
+    summary = (f"fuzz: {CASES} cases, {len(failures)} mismatches, {world.reused} reused a cached prefix "
+               f"(base seed {BASE_SEED})")
     print(f"\n{summary}", file=sys.stderr)
     assert not failures, summary + "\n" + "\n".join(failures[:10])
+    assert world.reused >= CASES // 20, summary  # the prefix cache is exercised, not only present

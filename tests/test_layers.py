@@ -29,3 +29,13 @@ def test_an_upward_import_breaks_the_contract(tmp_path):
     r = _lint(tmp_path)
     assert r.returncode != 0 and "BROKEN" in r.stdout
     assert "retrodraft.tree -> retrodraft.assistant" in r.stdout
+
+
+def test_a_drafter_importing_another_breaks_the_contract(tmp_path):
+    shutil.copytree(ROOT / "retrodraft", tmp_path / "retrodraft", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    history = tmp_path / "retrodraft" / "drafters" / "history.py"
+    history.write_text(history.read_text() + "\nfrom .lookup import PromptLookup  # one drafter using another\n")
+    r = _lint(tmp_path)
+    assert r.returncode != 0 and "BROKEN" in r.stdout
+    assert "retrodraft.drafters.history -> retrodraft.drafters.lookup" in r.stdout

@@ -147,7 +147,7 @@ def test_one_assistant_shared_by_threads_is_exact_and_consistent(world):
     assert witness.requests == THREADS * REQUESTS and witness.overlaps == 0, "calls sharing an assistant overlapped"
     # The memory holds every request whole: none lost, none interleaved with another.
     history = _history(assistant)
-    history.flush()
+    history.end()
     assert Counter(tuple(s.tolist()) for s in history.memory.sequences()) == _requests_made(prompts, refs)
     assert history.memory.nbytes <= history.memory.max_bytes
     # And the assistant goes on: exact, with statistics of this call only.
@@ -167,7 +167,7 @@ def test_assistants_sharing_model_index_and_memory_run_in_parallel(world):
           f"{len(errors)} errors", file=sys.stderr)
     assert errors == [] and mismatches == []
     for a in assistants:
-        _history(a).flush()
+        _history(a).end()
     assert Counter(tuple(s.tolist()) for s in memory.sequences()) == _requests_made(prompts, refs)
 
 
@@ -244,7 +244,7 @@ def test_an_interrupted_call_leaves_the_assistant_usable(world, source, exc, at)
     _check_stats(assistant, len(refs[3]) - prompts[3].shape[1])
     # What the memory kept of the interrupted request is a prefix of it, never a mix.
     history = _history(assistant)
-    history.flush()
+    history.end()
     for seq in history.memory.sequences():
         s = seq.tolist()
         assert any(r[:len(s)] == s for r in refs), "the memory holds a sequence no request made"

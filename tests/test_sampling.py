@@ -104,6 +104,8 @@ def test_sampled_distribution_is_the_models(name, kind):
     assistant = RetroDraft(drafters=_drafters(kind), budget=6)
     counts = _sample(model, N, assistant=assistant, **gen)
     assert assistant.stats.steps > 0
+    # every call after the first reused the prompt's KV from the prefix cache
+    assert assistant.stats.prefix_reused == PROMPT.shape[1] - 1
     p = _chi2_pvalue(counts, exact, N)
     assert p >= P_MIN, f"{name}: chi-square p={p:.2e} < {P_MIN}"
 

@@ -70,14 +70,7 @@ def test_calibrate_on_a_tiny_model_and_draft_with_the_shape():
     assert torch.equal(model.generate(ids, max_new_tokens=30, do_sample=False, assistant=a), ref)
 
 
-def test_a_shape_needs_a_template_drafter():
-    with pytest.raises(ConfigError, match="template"):
+def test_a_shape_needs_a_drafter_that_fills_one():
+    with pytest.raises(ConfigError, match="fill a shape"):
         RetroDraft(drafters=["lookup"], shape=TreeShape([(0,)]))
 
-
-def test_calibration_moved_out_of_shape_with_a_warning():
-    import retrodraft.calibrate
-    import retrodraft.shape
-
-    with pytest.warns(DeprecationWarning, match="retrodraft.calibrate"):
-        assert retrodraft.shape.calibrate is retrodraft.calibrate.calibrate

@@ -52,3 +52,18 @@ def test_calibration_learns_that_confident_drafters_were_wrong():
     assert before == pytest.approx(0.925) and after < 0.05
     assert sizer.choose(tree) == 0
     assert sizer.expected_accepted(tree) == pytest.approx(1 + 3 * after)
+
+
+def test_steps_are_priced_at_the_current_context():
+    sizes, contexts = np.array([1, 8, 64]), np.array([256, 8192])
+    grid = np.array([[1.0, 1.0, 1.2], [4.0, 30.0, 200.0]])  # nodes nearly free short, dear long
+    sizer = TreeSizer(CostModel(sizes, grid[0], contexts=contexts, grid=grid), prior=1e6, trust=1.0)
+    tree = DraftTree.from_paths(0, [list(range(1, 33))], scores=[[0.7] * 32])
+    short, long = sizer.choose(tree, context=300), sizer.choose(tree, context=8000)
+    assert short > long
+    assert sizer.choose(tree) == sizer.choose(tree, context=10)  # no context: the first one
+    # the choice maximizes the expected rate under the curve at that context
+    cal = sizer.calibrated(np.full(32, 0.7))
+    for ctx, got in ((300, short), (8000, long)):
+        rates = [(1 + cal[:n].sum()) / sizer.cost.seconds_for(n + 1, ctx // 64 * 64 + 32) for n in range(33)]
+        assert got == int(np.argmax(rates))

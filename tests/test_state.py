@@ -43,9 +43,9 @@ def _generate(model, assistant, prompt, n=24):
 
 def _warm(model, **kwargs):
     a = RetroDraft(drafters=list(DRAFTERS), cost=COST, **kwargs)
-    a.drafters[DRAFTERS.index("retrieval")].add_documents([[11, 12, 13, 14], [40, 41, 42]])
     for p in PROMPTS:
-        _generate(model, a, p)
+        with a.options(documents=[[11, 12, 13, 14], [40, 41, 42]]):
+            _generate(model, a, p)
     return a
 
 
@@ -195,6 +195,32 @@ def test_other_drafters_or_table_sizes_are_refused(saved, tok):
     with pytest.raises(StateError, match="max_bytes"):
         a.load_state(saved[1], tok)
     assert (a.drafters[0].succ < 0).all()  # a refusal leaves the assistant cold, never half loaded
+
+
+def test_a_partial_restore_loads_only_the_drafters_named(saved, tok):
+    from retrodraft.drafters.history import History
+    from retrodraft.drafters.lookup import PromptLookup
+
+    full = RetroDraft.load(saved[1], tok, cost=COST)  # the reference: every saved entry loaded
+    history, lookup = History(), PromptLookup()
+    sizer = st.restore(saved[1], tok, [history], partial=True)  # a token-only reader of a full state
+    ref = full.drafters[DRAFTERS.index("history")].state()
+    got = history.state()
+    assert got.keys() == ref.keys() and all(np.array_equal(np.asarray(got[k]), np.asarray(ref[k])) for k in ref)
+    assert history.memory.n_requests == len(PROMPTS)
+    assert sizer is not None and np.array_equal(sizer["hits"], full.sizer.state()["hits"])
+    with pytest.raises(StateError, match="holds the state of drafters"):
+        st.restore(saved[1], tok, [history, lookup])  # without partial: the saved drafters exactly
+
+
+def test_state_saves_drafters_without_an_assistant(saved, tok, tmp_path):
+    warm = saved[0]
+    path = st.save(tmp_path / "s", tok, warm.drafters[:2])
+    manifest = st.verify(path, tok)
+    assert [e["name"] for e in manifest["drafters"]] == DRAFTERS[:2] and manifest["sizer"] is None
+    fresh = RetroDraft(drafters=DRAFTERS[:2])
+    assert st.restore(path, tok, fresh.drafters) is None
+    assert np.array_equal(fresh.drafters[0].succ, warm.drafters[0].succ)
 
 
 def test_saving_replaces_a_state_but_never_another_folder(model, tok, tmp_path):

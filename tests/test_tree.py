@@ -43,6 +43,18 @@ def test_merge_by_longest_prefix_keeps_best_score():
         a.merge(DraftTree.root_only(9))
 
 
+def test_fuse_tags_each_trees_nodes_and_drops_sampled_drafts():
+    a = DraftTree.from_paths(5, [[1, 2]], [[0.9, 0.8]])
+    b = DraftTree.from_paths(5, [[1, 3], [4]], [[0.7, 0.6], [0.5]])
+    b.proposals = {0: (np.array([1, 4]), np.array([1, 4]), np.array([0.6, 0.4], np.float32))}
+    alone = DraftTree.fuse([b])
+    assert alone.proposals and alone.origins[1:].tolist() == [1, 1, 1]
+    fused = DraftTree.fuse([a, b])
+    origin = {tuple(fused.tokens[fused.path_to(i)[1:]].tolist()): int(fused.origins[i]) for i in range(1, len(fused))}
+    assert origin == {(1,): 0b11, (1, 2): 0b01, (1, 3): 0b10, (4,): 0b10}
+    assert fused.proposals == {}
+
+
 def test_scores_never_grow_along_a_path():
     t = DraftTree.from_paths(0, [[1, 2, 3]], scores=[[0.5, 0.9, 0.7]])
     assert t.scores.tolist() == pytest.approx([1.0, 0.5, 0.5, 0.5])
@@ -100,3 +112,15 @@ def test_siblings_never_share_a_token():
         key = (int(t.parents[i]), int(t.tokens[i]))
         assert key not in seen
         seen.add(key)
+
+
+def test_rescored_scales_a_subtree_only():
+    t = DraftTree.from_paths(5, [[7, 8, 9], [7, 3], [2]], scores=[[0.9, 0.8, 0.7], [0.9, 0.5], [0.4]])
+    r = t.rescored([7, 8], 0.5)
+    got = {tuple(p): float(s) for p, s in zip((t.tokens[t.path_to(i)[1:]].tolist() for i in range(len(t))), r.scores)}
+    assert got == pytest.approx({(): 1.0, (7,): 0.9, (7, 8): 0.4, (7, 8, 9): 0.35, (7, 3): 0.5, (2,): 0.4})
+    assert np.array_equal(t.scores, DraftTree.from_paths(5, [[7, 8, 9], [7, 3], [2]],
+                                                         scores=[[0.9, 0.8, 0.7], [0.9, 0.5], [0.4]]).scores)
+    assert t.rescored([7, 4], 0.5) is t  # no such node: unchanged
+    with pytest.raises(ValueError, match="factor"):
+        t.rescored([7], 1.5)

@@ -11,6 +11,13 @@ answers their requests in order, and the report plots speedup and MAT against th
 ``suffix`` is SuffixDecoding's own implementation as a drafter under retrodraft's verifier
 (:mod:`.peers`); without arctic-inference installed it is skipped with the install command.
 
+Where benchmark code lives: this package (``retrodraft/bench/``) is the suite behind
+``retrodraft bench`` - the prompts with their data (``suites/``, shipped as package data, so an
+installed wheel runs every suite), the methods, the interleaved runner and the report. The
+repository's ``benchmarks/`` folder (not installed) holds stand-alone scripts that measure one
+thing each (cost curves, index and memory benchmarks, long runs, restarts) and every committed run
+in ``benchmarks/results/``, listed with its command in the generated ``benchmarks/README.md``.
+
 The library itself never imports this package; the CLI does.
 """
 

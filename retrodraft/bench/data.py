@@ -1,8 +1,9 @@
 """Benchmark prompts: Spec-Bench (six categories), HumanEval, SQuAD RAG, and the sequence suites
 ``refactor``, ``json`` and ``agent``, as chat or completion prompts.
 
-The data ships in the repository under ``benchmarks/data/`` (see its README for sources and
-licenses). Every prompt becomes a :class:`Prompt` holding the text the model will see.
+The data ships inside the package, in ``retrodraft/bench/suites/`` (package data, read with
+:mod:`importlib.resources`, so an installed wheel finds it; its README gives sources and licences).
+Every prompt becomes a :class:`Prompt` holding the text the model will see.
 
 A *sequence* suite is a list of requests served in order by one assistant whose state persists
 from request to request (``Prompt.sequence`` names the sequence, ``Prompt.index`` is the request's
@@ -15,9 +16,14 @@ import gzip
 import json
 import os
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import RetroDraftError
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
 
 __all__ = ["Prompt", "SPEC_BENCH_CATEGORIES", "SEQUENCE_SUITES", "data_dir", "spec_bench", "humaneval", "squad_rag",
            "refactor", "json_extraction", "agent", "load_suite"]
@@ -60,14 +66,18 @@ class Prompt:
     index: int = 0
 
 
-def data_dir() -> Path:
-    """``$RETRODRAFT_BENCH_DATA`` or the repository's ``benchmarks/data``."""
+def data_dir() -> Traversable:
+    """``$RETRODRAFT_BENCH_DATA`` or the suites shipped in the package (``retrodraft/bench/suites``).
+
+    Returns a :class:`~importlib.abc.Traversable` (a :class:`~pathlib.Path` for an
+    installed or editable package), so the suites are found wherever the package is installed.
+    """
     env = os.environ.get("RETRODRAFT_BENCH_DATA")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "benchmarks" / "data"
+    path: Traversable = Path(env) if env else files(__package__) / "suites"
     if not path.is_dir():
-        raise DataError(
-            f"benchmark data folder {path} not found; run from a retrodraft checkout or set RETRODRAFT_BENCH_DATA."
-        )
+        where = "$RETRODRAFT_BENCH_DATA" if env else "the installed package"
+        raise DataError(f"benchmark data folder {path} not found ({where}); reinstall retrodraft or set "
+                        "RETRODRAFT_BENCH_DATA to a folder laid out as retrodraft/bench/suites.")
     return path
 
 
@@ -82,7 +92,7 @@ def spec_bench(per_category: int, categories: tuple[str, ...] = SPEC_BENCH_CATEG
         raise DataError(f"unknown Spec-Bench categories {sorted(unknown)}; known: {', '.join(SPEC_BENCH_CATEGORIES)}")
     path = data_dir() / "spec_bench" / "question.jsonl"
     if not path.is_file():
-        raise DataError(f"{path} is missing; it ships with the repository (benchmarks/data/spec_bench).")
+        raise DataError(f"{path} is missing; it ships with the package (retrodraft/bench/suites/spec_bench).")
     by_cat: dict[str, list[dict]] = {c: [] for c in SPEC_BENCH_CATEGORIES}
     mt_by_sub: dict[str, list[dict]] = {}
     for line in path.read_text().splitlines():
@@ -113,8 +123,8 @@ def humaneval(n: int, chat: bool = False) -> list[Prompt]:
     """The first ``n`` HumanEval problems: completion of the stub, or as a chat instruction."""
     path = data_dir() / "humaneval" / "HumanEval.jsonl.gz"
     if not path.is_file():
-        raise DataError(f"{path} is missing; it ships with the repository (benchmarks/data/humaneval).")
-    with gzip.open(path, "rt") as f:
+        raise DataError(f"{path} is missing; it ships with the package (retrodraft/bench/suites/humaneval).")
+    with path.open("rb") as raw, gzip.open(raw, "rt") as f:
         rows = [json.loads(line) for line in f][:n]
     if chat:
         return [
@@ -130,10 +140,10 @@ def humaneval(n: int, chat: bool = False) -> list[Prompt]:
 
 def squad_rag(n: int) -> list[Prompt]:
     """SQuAD v2 questions answered from 3 faiss-retrieved passages placed in the prompt (see
-    ``benchmarks/data/squad/make_squad_rag.py``)."""
+    ``retrodraft/bench/suites/squad/make_squad_rag.py``)."""
     path = data_dir() / "squad" / "questions.jsonl"
     if not path.is_file():
-        raise DataError(f"{path} is missing; make it with benchmarks/data/squad/make_squad_rag.py.")
+        raise DataError(f"{path} is missing; make it with retrodraft/bench/suites/squad/make_squad_rag.py.")
     rows = [json.loads(line) for line in path.read_text().splitlines()][:n]
     out = []
     for r in rows:
@@ -144,16 +154,16 @@ def squad_rag(n: int) -> list[Prompt]:
     return out
 
 
-def _jsonl(path: Path, make: str) -> list[dict]:
+def _jsonl(path: Traversable, make: str) -> list[dict]:
     if not path.is_file():
-        raise DataError(f"{path} is missing; it ships with the repository (make it with {make}).")
+        raise DataError(f"{path} is missing; it ships with the package (make it with {make}).")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def refactor(n: int | None = None) -> list[Prompt]:
     """Real standard-library functions of 25-60 lines, each to be returned whole with one stated
     change (rename, added parameter, type hints, logging line); one sequence, in file order."""
-    rows = _jsonl(data_dir() / "refactor" / "items.jsonl", "benchmarks/data/refactor/make_refactor.py")[:n]
+    rows = _jsonl(data_dir() / "refactor" / "items.jsonl", "retrodraft/bench/suites/refactor/make_refactor.py")[:n]
     return [Prompt(id=f"refactor/{r['id']}", category="refactor", turns=[r["prompt"]], sequence="refactor", index=i,
                    meta={"kind": r["kind"], "expected": r["expected"]}) for i, r in enumerate(rows)]
 
@@ -161,10 +171,10 @@ def refactor(n: int | None = None) -> list[Prompt]:
 def json_extraction(n: int | None = None) -> list[Prompt]:
     """Short texts sent one after another with the same system prompt and extraction schema."""
     folder = data_dir() / "json"
-    rows = _jsonl(folder / "requests.jsonl", "benchmarks/data/json/make_json.py")[:n]
+    rows = _jsonl(folder / "requests.jsonl", "retrodraft/bench/suites/json/make_json.py")[:n]
     schema_path = folder / "schema.json"
     if not schema_path.is_file():
-        raise DataError(f"{schema_path} is missing; make it with benchmarks/data/json/make_json.py.")
+        raise DataError(f"{schema_path} is missing; make it with retrodraft/bench/suites/json/make_json.py.")
     schema = json.loads(schema_path.read_text())
     out = []
     for i, r in enumerate(rows):
@@ -178,7 +188,7 @@ def agent(n: int | None = None) -> list[Prompt]:
     """Tool-use episodes replayed turn by turn: each agent turn is a request whose prompt is the
     scripted conversation before it (system prompt, task, earlier actions and tool observations).
     The episodes run one after another in one sequence."""
-    episodes = _jsonl(data_dir() / "agent" / "episodes.jsonl", "benchmarks/data/agent/make_agent.py")
+    episodes = _jsonl(data_dir() / "agent" / "episodes.jsonl", "retrodraft/bench/suites/agent/make_agent.py")
     out: list[Prompt] = []
     for ep in episodes:
         msgs = ep["messages"]

@@ -8,7 +8,9 @@ Names (``--methods``):
 - ``assisted``: transformers' assisted generation with a draft model (``--draft-model``).
 - ``retrodraft:SPEC``: retrodraft with ``SPEC`` = ``default`` or drafter names joined by ``+``,
   optionally ``@BUDGET`` (``retrodraft:recycling+lookup@16``, fixed trees) or ``@autoBUDGET``
-  (cost-model sizing capped at BUDGET nodes, ``retrodraft:history+lookup@auto64``). A drafter may take numeric
+  (cost-model sizing capped at BUDGET nodes, ``retrodraft:history+lookup@auto64``), optionally
+  ending in ``/noreuse`` (the prefix cache off: every request prefilled from scratch,
+  ``retrodraft:default/noreuse``). A drafter may take numeric
   options in brackets, ``;``-separated (``retrodraft:recycling+retrieval[miss=1]``). A spec with
   ``retrieval`` drafts from the corpus index given by ``--index`` (without one, from the prompt
   only).
@@ -65,6 +67,7 @@ class Method:
             "verify_s": s.verify_s,
             "bookkeeping_s": s.bookkeeping_s,
             "prefill_s": s.prefill_s,
+            "prefix_reused": s.prefix_reused,
         }
 
     def reset(self) -> None:
@@ -144,6 +147,10 @@ def make_method(name: str, draft_model=None, index=None) -> Method:
         return Method(name, {"assistant_model": draft_model})
     if name.startswith("retrodraft"):
         spec = name.partition(":")[2] or "default"
+        spec, slash, flag = spec.partition("/")
+        if slash and flag != "noreuse":
+            raise ConfigError(f"bad method {name!r}: the only /option is /noreuse (the prefix cache off)")
+        reuse = {"prefix_cache": 0} if slash else {}
         spec, _, budget = spec.partition("@")
         # @N: fixed N-node trees; @autoN: cost-model sizing with N nodes at most.
         sizing = "auto" if budget.startswith("auto") else None
@@ -153,7 +160,7 @@ def make_method(name: str, draft_model=None, index=None) -> Method:
         except ValueError:
             raise ConfigError(f"bad budget in method {name!r}: {budget!r} is not an integer") from None
         drafters = None if spec == "default" else [_drafter(part, index, name) for part in spec.split("+")]
-        return Method(name, assistant=RetroDraft(drafters=drafters, budget=b, sizing=sizing))
+        return Method(name, assistant=RetroDraft(drafters=drafters, budget=b, sizing=sizing, **reuse))
     if name == "suffix" or name.startswith(("suffix@", "suffix[")):
         return _suffix(name)
     raise ConfigError(f"unknown method {name!r}; use greedy, pld, assisted, suffix[@BUDGET] or "

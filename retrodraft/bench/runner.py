@@ -31,7 +31,7 @@ from ..paths import write_json_atomic
 from .data import Prompt
 from .methods import Method
 
-__all__ = ["RunConfig", "run", "environment"]
+__all__ = ["RunConfig", "run", "environment", "encode_prompt"]
 
 
 @dataclass
@@ -51,7 +51,9 @@ class RunConfig:
     extra: dict = field(default_factory=dict)
 
 
-def _encode(tok, prompt: Prompt, history: list[tuple[str, str]], turn: str) -> torch.Tensor:
+def encode_prompt(tok, prompt: Prompt, history: list[tuple[str, str]], turn: str) -> torch.Tensor:
+    """``(1, len)`` input ids of one turn of ``prompt``: the plain text, or the chat template over
+    the prompt's own messages, or over ``history`` (earlier ``(question, answer)`` turns) and ``turn``."""
     if not prompt.chat:
         return tok(turn, return_tensors="pt").input_ids
     if prompt.messages is not None:
@@ -119,7 +121,7 @@ def run_prompt(model, tok, prompt: Prompt, method: Method, gen_kwargs: dict) -> 
     history: list[tuple[str, str]] = []
     turns = []
     for turn in prompt.turns:
-        ids = _encode(tok, prompt, history, turn)
+        ids = encode_prompt(tok, prompt, history, turn)
         with PeakMemory(model.device) as mem:
             t0 = time.perf_counter()
             out = method.generate(model, ids, **gen_kwargs)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import importlib
 
 from ..errors import ConfigError
-from .base import Drafter, NextTokenEstimator, Outcome, Request
+from .base import Drafter, Outcome, Request
 
-__all__ = ["Drafter", "Request", "Outcome", "NextTokenEstimator", "DRAFTERS", "make_drafter"]
+__all__ = ["Drafter", "Request", "Outcome", "DRAFTERS", "make_drafter"]
 
 #: name -> "module:Class", imported on first use.
 DRAFTERS: dict[str, str] = {

@@ -6,6 +6,8 @@
 - :func:`discount`: the acceptance estimate ``p / (1 + shrink * p)`` of a stored probability
   ``p`` that was measured in another context (so is over-confident).
 - :func:`sort_desc`: insertion sort of a short (token, weight) row by weight, heaviest first.
+- :func:`keep_top`: keep the ``k`` heaviest of a stream of (weight, id) pairs, heaviest first.
+- :func:`heap_push` / :func:`heap_pop`: a max-heap of (score, id) for best-first expansion.
 - :func:`shift_in`: the last ``N`` tokens ending at a child, from its parent's.
 - :func:`fill_template`: fill a rank-path template (see :mod:`._template`) from rows of
   ``(token, probability)`` candidates; the drafter says how a node's history finds its row.
@@ -27,7 +29,7 @@ import numpy as np
 from ..tree import DraftTree
 
 __all__ = ["TreeBuffers", "tree_buffers", "grown", "to_tree", "discount", "init_root", "add_node", "sort_desc",
-           "shift_in", "fill_template", "last_token_row"]
+           "keep_top", "heap_push", "heap_pop", "shift_in", "fill_template", "last_token_row"]
 
 
 class TreeBuffers(NamedTuple):
@@ -102,6 +104,69 @@ def sort_desc(tok, w, m):
             j -= 1
         tok[j + 1] = t
         w[j + 1] = x
+
+
+@numba.njit(cache=True)
+def keep_top(w, ids, kept, weight, ident):
+    """Offer ``(weight, ident)`` to the ``kept`` heaviest so far, ``w[:kept]`` descending, at most
+    ``len(w)`` of them; returns the new count. Equal weights keep their arrival order."""
+    k = w.shape[0]
+    if kept < k or weight > w[kept - 1]:
+        j = kept if kept < k else k - 1
+        while j > 0 and w[j - 1] < weight:
+            w[j] = w[j - 1]
+            ids[j] = ids[j - 1]
+            j -= 1
+        w[j] = weight
+        ids[j] = ident
+        if kept < k:
+            kept += 1
+    return kept
+
+
+@numba.njit(cache=True)
+def _heap_before(h_sc, h_id, i, j):
+    # max-heap on score; equal scores: the smaller id (pushed earlier) first, for determinism
+    return h_sc[i] > h_sc[j] or (h_sc[i] == h_sc[j] and h_id[i] < h_id[j])
+
+
+@numba.njit(cache=True)
+def heap_push(h_sc, h_id, size, score, ident):
+    """Push ``(score, ident)`` onto the heap ``h_sc[:size]``, ``h_id[:size]``; returns the new size."""
+    i = size
+    h_sc[i] = score
+    h_id[i] = ident
+    while i > 0:
+        p = (i - 1) >> 1
+        if _heap_before(h_sc, h_id, p, i):
+            break
+        h_sc[p], h_sc[i] = h_sc[i], h_sc[p]
+        h_id[p], h_id[i] = h_id[i], h_id[p]
+        i = p
+    return size + 1
+
+
+@numba.njit(cache=True)
+def heap_pop(h_sc, h_id, size):
+    """Remove the top (highest score, then smallest id; read it at index 0 first); returns the new size."""
+    size -= 1
+    h_sc[0] = h_sc[size]
+    h_id[0] = h_id[size]
+    i = 0
+    while True:
+        l = 2 * i + 1
+        r = l + 1
+        b = i
+        if l < size and _heap_before(h_sc, h_id, l, b):
+            b = l
+        if r < size and _heap_before(h_sc, h_id, r, b):
+            b = r
+        if b == i:
+            break
+        h_sc[b], h_sc[i] = h_sc[i], h_sc[b]
+        h_id[b], h_id[i] = h_id[i], h_id[b]
+        i = b
+    return size
 
 
 @numba.njit(cache=True)

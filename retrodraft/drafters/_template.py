@@ -1,7 +1,9 @@
-"""Tree templates for Token Recycling: which candidate ranks to expand, as flat arrays.
+"""Tree shapes for the drafters that fill one: which candidate ranks to expand, as flat arrays.
 
-A template node is a path of ranks below the root: ``(0, 1)`` is the 2nd candidate (rank 1)
-of the 1st candidate (rank 0) of the root. A template is compiled to two parents-first arrays,
+Drafters and users call them shapes (``TokenRecycling(shape=...)``, ``RetroDraft(shape=...)``);
+this module compiles them (its internal word is template). A shape node is a path of ranks below
+the root: ``(0, 1)`` is the 2nd candidate (rank 1) of the 1st candidate (rank 0) of the root. A
+shape is compiled to two parents-first arrays,
 ``parent`` and ``rank``, with node 0 the root (``parent = -1``, ``rank = -1``).
 
 Example::
@@ -76,7 +78,7 @@ def template_paths(template: str | Sequence[Sequence[int]], k: int) -> list[tupl
     if isinstance(template, str):
         if template not in TEMPLATES:
             raise ConfigError(
-                f"unknown template {template!r}; presets: {', '.join(TEMPLATES)}, or a list of rank paths."
+                f"unknown shape {template!r}; presets: {', '.join(TEMPLATES)}, or a list of rank paths."
             )
         paths = [p for p in TEMPLATES[template] if max(p) < k]
         # Keep only paths whose prefixes survived the rank filter.
@@ -89,17 +91,17 @@ def template_paths(template: str | Sequence[Sequence[int]], k: int) -> list[tupl
         paths = [tuple(int(r) for r in p) for p in template]
     except TypeError:
         raise ConfigError(
-            "template must be 'paper80', 'wide' or a list of rank paths such as [[0], [1], [0, 0]]."
+            "shape must be 'paper80', 'wide' or a list of rank paths such as [[0], [1], [0, 0]]."
         ) from None
     for p in paths:
         if len(p) == 0:
-            raise ConfigError("template rank paths must be non-empty; the root is implicit.")
+            raise ConfigError("shape rank paths must be non-empty; the root is implicit.")
         if min(p) < 0 or max(p) >= k:
-            raise ConfigError(f"template path {list(p)} uses a rank outside 0..{k - 1} (k={k}).")
+            raise ConfigError(f"shape path {list(p)} uses a rank outside 0..{k - 1} (k={k}).")
     seen = set(paths)
     for p in paths:
         if len(p) > 1 and p[:-1] not in seen:
-            raise ConfigError(f"template path {list(p)} needs its prefix {list(p[:-1])} in the template too.")
+            raise ConfigError(f"shape path {list(p)} needs its prefix {list(p[:-1])} in the shape too.")
     return list(dict.fromkeys(paths))
 
 

@@ -10,20 +10,28 @@ drafter learns. The model's top-k at every verified node is computed once per st
 softmax over the vocabulary and no two drafters share hidden state.
 
 State lives on the drafter and persists across ``generate`` calls (a warm start, as in the Token
-Recycling paper) until :meth:`Drafter.reset`.
+Recycling paper) until :meth:`Drafter.reset`. :meth:`Drafter.end` closes each call (also one that
+raised), and :meth:`Drafter.state` / :meth:`Drafter.load_state` expose what was learnt for saving.
+
+Capabilities are declared, never probed: a drafter that fills a tree shape sets ``fills_shape``
+and implements :meth:`Drafter.use_shape`; one that reads the request's documents sets
+``reads_documents``; one that can estimate the model's next token sets ``estimates_next_token``
+and implements :meth:`Drafter.next_token_estimate`; one that wants those estimates sets
+``wants_estimator``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Sequence
 
 import numpy as np
 
+from ..errors import StateError
 from ..tree import DraftTree
 
-__all__ = ["Drafter", "Request", "Outcome", "NextTokenEstimator"]
+__all__ = ["Drafter", "Request", "Outcome"]
 
 
 @dataclass(frozen=True)
@@ -36,11 +44,15 @@ class Request:
         temperature: None when decoding greedily, else the sampling temperature. A drafter that
             samples its own guesses (``stand``) does so only when this is set, and must then
             record them in ``DraftTree.proposals``.
+        documents: token id arrays ``(len_i,)`` the caller gives this request (retrieved
+            passages, definitions the prompt mentions): drafters with ``reads_documents`` draft
+            from them for this request only (see :meth:`retrodraft.RetroDraft.options`).
     """
 
     prompt: np.ndarray
     vocab_size: int
     temperature: float | None = None
+    documents: tuple[np.ndarray, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,20 +92,6 @@ class Outcome:
         return tok, prob
 
 
-@runtime_checkable
-class NextTokenEstimator(Protocol):
-    """A drafter that can say how likely the model is to follow ``parent`` with ``child``.
-
-    Retrieval prunes corpus continuations with these estimates (RASD's idea, with the model's own
-    recent predictions in place of a draft model); :class:`~retrodraft.RetroDraft` hands the
-    estimator to every drafter that declares ``wants_estimator = True``.
-    """
-
-    def next_token_estimate(self, parents: np.ndarray, children: np.ndarray) -> np.ndarray:
-        """``(n,)`` float32: P(child | parent) as last seen, 0 if unranked, NaN if unknown."""
-        ...
-
-
 class Drafter(ABC):
     """Base class of all drafters.
 
@@ -105,15 +103,28 @@ class Drafter(ABC):
     name: str = "drafter"
     #: Candidates per verified node this drafter reads from :class:`Outcome` (0: none).
     top_k: int = 0
-    #: True when the drafter takes a :class:`NextTokenEstimator` through :meth:`use_estimator`.
+    #: True when the drafter fills a tree shape and takes one through :meth:`use_shape`.
+    fills_shape: bool = False
+    #: True when the drafter drafts from :attr:`Request.documents`.
+    reads_documents: bool = False
+    #: True when :meth:`next_token_estimate` answers (other drafters may prune with it).
+    estimates_next_token: bool = False
+    #: True when the drafter takes an estimating drafter through :meth:`use_estimator`.
     wants_estimator: bool = False
 
     def check_model(self, model) -> None:
         """Refuse a model this drafter cannot draft for (raise a :class:`~retrodraft.errors.RetroDraftError`);
         called once per ``generate`` call, before :meth:`begin`."""
 
+    def check_tokenizer(self, tokenizer) -> None:
+        """Refuse a tokenizer this drafter's data was not made with (raise a
+        :class:`~retrodraft.errors.RetroDraftError`); called by ``retrodraft export``."""
+
     def begin(self, request: Request) -> None:
         """Called once per ``generate`` call before the first proposal."""
+
+    def end(self) -> None:
+        """Called exactly once after each :meth:`begin`, when the call finishes or raises."""
 
     @abstractmethod
     def propose(self, context: np.ndarray, budget: int) -> DraftTree:
@@ -132,12 +143,32 @@ class Drafter(ABC):
     def observe(self, outcome: Outcome) -> None:
         """Learn from one verification step."""
 
-    def end(self) -> None:
-        """Called once when the request begun by :meth:`begin` ends (an engine that serves many
-        requests at once, e.g. vLLM, keeps one drafter per request and ends it here)."""
+    def use_shape(self, paths: Sequence[Sequence[int]]) -> None:
+        """Fill this tree shape (rank paths, e.g. a calibrated
+        :class:`~retrodraft.shape.TreeShape`'s ``paths``) from now on; only called when
+        ``fills_shape``."""
+        raise NotImplementedError(f"drafter {self.name!r} does not fill a tree shape (fills_shape is False).")
 
-    def use_estimator(self, estimator: NextTokenEstimator | None) -> None:
-        """Receive the model-estimate source (only called when ``wants_estimator``)."""
+    def next_token_estimate(self, parents: np.ndarray, children: np.ndarray) -> np.ndarray | None:
+        """``(n,)`` float32 P(child | parent token) for ``(n,)`` token pairs, as last seen: 0 if
+        unranked, NaN if unknown; None from a drafter that does not estimate
+        (``estimates_next_token`` False)."""
+        return None
+
+    def use_estimator(self, estimator: "Drafter | None") -> None:
+        """Receive the drafter whose :meth:`next_token_estimate` checks guesses (only called when
+        ``wants_estimator``; None when no drafter of the assistant estimates)."""
 
     def reset(self) -> None:
         """Forget everything learnt so far (a cold start)."""
+
+    def state(self) -> dict:
+        """What was learnt, as ``{name: ndarray | JSON value}`` (saved by :mod:`retrodraft.state`);
+        empty for a drafter that learns nothing."""
+        return {}
+
+    def load_state(self, d: dict) -> None:
+        """Take over a state returned by :meth:`state` (raise a
+        :class:`~retrodraft.errors.StateError` if it does not fit this drafter)."""
+        if d:
+            raise StateError(f"drafter {self.name!r} learns nothing, but its saved state holds {sorted(d)}.")

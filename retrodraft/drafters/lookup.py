@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..tree import DraftTree
+from ._confidence import confidence
 from ._kernels import add_node, init_root, to_tree, tree_buffers
 from .base import Drafter
 
@@ -160,17 +161,6 @@ def _build_trie(context, sel, s, total, span, conf, buf, trie):
 
 #: Evidence weight of a match of length L is WEIGHT_BASE ** L: a longer match outweighs shorter ones.
 WEIGHT_BASE = 2.0
-
-
-def confidence(length: np.ndarray | int, floor: float = 0.33, ceil: float = 0.97, rate: float = 0.68):
-    """Estimated probability that the next token repeats, after ``length`` tokens agreed.
-
-    ``ceil - (ceil - floor) * rate ** (length - 1)``: ``floor`` after one agreeing token, rising
-    towards ``ceil``; the defaults are fitted to how often greedy outputs keep repeating an
-    earlier occurrence after ``length`` agreeing tokens.
-    """
-    length = np.asarray(length, dtype=np.float64)
-    return np.where(length >= 1, ceil - (ceil - floor) * rate ** (length - 1), 0.0)
 
 
 class PromptLookup(Drafter):

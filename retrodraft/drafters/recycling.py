@@ -3,13 +3,14 @@
 Every verification pass computes logits at every tree node, most of them for guesses that were
 rejected. Their top-k are good guesses of what follows that token *next time*, so they are kept
 in an adjacency matrix ``succ[token] = top-k successors`` (with their probabilities ``prob``).
-A draft is a tree template filled from the matrix by breadth-first search from the root token.
+A draft is a tree shape (rank paths, see :mod:`._template`) filled from the matrix by
+breadth-first search from the root token.
 
 Example (k = 2, shrink = 0, a hand-filled matrix)::
 
     succ[5] = [7, 3]  prob[5] = [0.6, 0.2]
     succ[7] = [8, -1] prob[7] = [0.5, 0.0]      (-1: no second candidate known yet)
-    template [[0], [1], [0, 0], [0, 1]], root 5 ->
+    shape [[0], [1], [0, 0], [0, 1]], root 5 ->
         5 -> 7 (0.6) -> 8 (0.6 * 0.5 = 0.3)
           -> 3 (0.2)                             ([0, 1] is dropped: succ[7, 1] is unknown)
 """
@@ -71,7 +72,7 @@ class TokenRecycling(Drafter):
 
     Args:
         k: candidates kept per token (the matrix width), 1..64.
-        template: the candidate tree to fill, pruned to the budget by score: ``"paper80"``
+        shape: the candidate tree to fill, pruned to the budget by score: ``"paper80"``
             (default; the paper's 80-node tree, 6 deep), ``"wide"`` (190 rank paths up to 8
             deep, see :func:`~retrodraft.drafters._template.generated_template`) or an explicit
             list of rank paths such as ``[[0], [1], [0, 0]]``.
@@ -84,8 +85,10 @@ class TokenRecycling(Drafter):
     """
 
     name = "recycling"
+    fills_shape = True
+    estimates_next_token = True
 
-    def __init__(self, k: int = 8, template: str | Sequence[Sequence[int]] = "paper80", shrink: float = 0.25) -> None:
+    def __init__(self, k: int = 8, shape: str | Sequence[Sequence[int]] = "paper80", shrink: float = 0.25) -> None:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= 64:
             raise ConfigError(f"k (candidates per token) must be an integer from 1 to 64, got {k!r}.")
         if isinstance(shrink, bool) or not isinstance(shrink, (int, float, np.floating)) or not 0 <= shrink <= 10:
@@ -95,13 +98,13 @@ class TokenRecycling(Drafter):
         self.shrink = float(shrink)
         self.succ = np.full((0, self.k), -1, dtype=np.int32)
         self.prob = np.zeros((0, self.k), dtype=np.float32)
-        self.use_template(template)
+        self.use_shape(shape)
 
-    def use_template(self, template: str | Sequence[Sequence[int]]) -> None:
-        """Fill this template from now on (a preset name, rank paths or a calibrated
+    def use_shape(self, paths: str | Sequence[Sequence[int]]) -> None:
+        """Fill this shape from now on (a preset name, rank paths or a calibrated
         :class:`~retrodraft.shape.TreeShape`'s ``paths``)."""
-        self.template = template
-        self._tpl_parent, self._tpl_rank = compile_template(template_paths(template, self.k), self.k)
+        self.shape = paths
+        self._tpl_parent, self._tpl_rank = compile_template(template_paths(paths, self.k), self.k)
         n = self._tpl_parent.shape[0]
         self._buf = tree_buffers(n)
         self._hist = np.empty((n, 1), np.int64)

@@ -1,7 +1,7 @@
 """Retrieval drafting (REST / RASD, made model-free): continuations from a corpus.
 
 Each step the longest suffix of the context is looked up in the attached corpus indexes and in a
-per-request datastore (the prompt, plus any documents the caller adds, e.g. RAG passages); the
+per-request datastore (the prompt, plus the request's documents, e.g. RAG passages); the
 continuations that followed it there become a trie whose node scores are count shares (how many
 retrieved continuations pass through the node), discounted by how short the match was.
 
@@ -15,7 +15,8 @@ drafters' trees by longest-prefix matching, so where the corpus and the n-gram d
 path is kept once with the higher score.
 
 An index must come from the model's tokenizer: it is checked (fingerprint of vocabulary and
-special tokens) on the first call with a model, and a mismatch is refused naming both.
+special tokens) on the first call with a model (and by ``retrodraft export``), and a mismatch is
+refused naming both. Nothing is learnt while decoding, so the drafter has no saved state.
 """
 
 from __future__ import annotations
@@ -25,12 +26,11 @@ from typing import Sequence
 import numba
 import numpy as np
 
-from ..errors import ConfigError, IndexMismatchError, StateError
+from ..errors import ConfigError, IndexMismatchError
 from ..index.corpus import CorpusIndex, retrieve
 from ..index.store import suffix_array
 from ..tree import DraftTree
-from ._state import expect_array
-from .base import Drafter, NextTokenEstimator, Request
+from .base import Drafter, Request
 
 __all__ = ["Retrieval"]
 
@@ -88,13 +88,14 @@ class Retrieval(Drafter):
             pruning, needs a ``recycling`` drafter next to this one; 1 turns it off).
 
     Attributes:
-        estimator: the :class:`~retrodraft.drafters.base.NextTokenEstimator` that checks
-            retrieved steps; :class:`~retrodraft.RetroDraft` hands it its ``recycling`` drafter
-            through :meth:`use_estimator`.
+        estimator: the drafter whose :meth:`~retrodraft.drafters.base.Drafter.next_token_estimate`
+            checks retrieved steps; :class:`~retrodraft.RetroDraft` hands it its ``recycling``
+            drafter through :meth:`use_estimator`.
     """
 
     name = "retrieval"
     wants_estimator = True
+    reads_documents = True
 
     def __init__(self, index=None, use_prompt: bool = True, max_len: int = 16, min_len: int = 2, depth: int = 8,
                  max_matches: int = 64, confidence: float = 2.0, miss: float = 0.25) -> None:
@@ -112,33 +113,18 @@ class Retrieval(Drafter):
         if isinstance(miss, bool) or not isinstance(miss, (int, float, np.floating)) or not 0.0 <= miss <= 1.0:
             raise ConfigError(f"miss must be a number from 0 to 1, got {miss!r}.")
         self.miss = float(miss)
-        self.estimator: NextTokenEstimator | None = None
+        self.estimator: Drafter | None = None
         self.store = _Datastore()
-        self._extra: list[np.ndarray] = []
         self._checked: set[str] = set()
 
-    def use_estimator(self, estimator: NextTokenEstimator | None) -> None:
-        self.estimator = estimator
-
-    @property
-    def prior(self) -> NextTokenEstimator | None:
-        """Old name of :attr:`estimator`."""
-        return self.estimator
-
-    @prior.setter
-    def prior(self, estimator: NextTokenEstimator | None) -> None:
+    def use_estimator(self, estimator: Drafter | None) -> None:
         self.estimator = estimator
 
     # ------------------------------------------------------------------ per request
-    def add_documents(self, docs: Sequence[Sequence[int]]) -> None:
-        """Token id sequences (e.g. retrieved passages) to draw from in the calls that follow,
-        until :meth:`clear_documents`."""
-        self._extra = [np.asarray(d, np.int32) for d in docs]
-        self.store.set(self._extra)
-
-    def clear_documents(self) -> None:
-        self._extra = []
-        self.store.set([])
+    def check_tokenizer(self, tokenizer) -> None:
+        """Refuse indexes built with another tokenizer than ``tokenizer``."""
+        for idx in self.indexes:
+            idx.check_tokenizer(tokenizer)
 
     def check_model(self, model) -> None:
         """Refuse indexes built with another tokenizer than ``model``'s (checked once per model)."""
@@ -151,17 +137,20 @@ class Retrieval(Drafter):
             tok = AutoTokenizer.from_pretrained(path)
         except (OSError, ValueError):
             tok = None
-        vocab = model.config.get_text_config().vocab_size
-        for idx in self.indexes:
-            if tok is not None:
-                idx.check_tokenizer(tok)
-            elif idx.header["tokenizer"].get("vocab_size", 0) > vocab:
-                raise IndexMismatchError(f"index {idx.path} uses token ids up to {idx.header['tokenizer']['vocab_size']}"
-                                         f" but the model's vocabulary has {vocab}: another tokenizer.")
+        if tok is not None:
+            self.check_tokenizer(tok)
+        else:  # no tokenizer beside the model: its vocabulary size is all there is to check
+            vocab = model.config.get_text_config().vocab_size
+            for idx in self.indexes:
+                if idx.header["tokenizer"].get("vocab_size", 0) > vocab:
+                    raise IndexMismatchError(f"index {idx.path} uses token ids up to "
+                                             f"{idx.header['tokenizer']['vocab_size']} but the model's vocabulary has "
+                                             f"{vocab}: another tokenizer.")
         self._checked.add(path)
 
     def begin(self, request: Request) -> None:
-        docs = list(self._extra)
+        """Draft from the request's documents (and its prompt, with ``use_prompt``) in this call."""
+        docs = [np.asarray(d, np.int32) for d in request.documents]
         if self.use_prompt and len(request.prompt) > 1:
             docs.append(np.asarray(request.prompt[:-1], np.int32))  # the last token is the first root
         self.store.set(docs)
@@ -191,21 +180,4 @@ class Retrieval(Drafter):
         return DraftTree.from_arrays(tokens, parents, scores.astype(np.float32)).prune(budget)
 
     def reset(self) -> None:
-        self.clear_documents()
-
-    # ------------------------------------------------------------------ saved state
-    def state(self) -> dict:
-        """Nothing is learnt while decoding; the documents added with :meth:`add_documents` are
-        kept: ``docs (total,) int32`` concatenated, ``doc_lens (n,) int64``. The corpus indexes
-        are not part of the state (pass ``index=`` again)."""
-        lens = np.array([len(d) for d in self._extra], np.int64)
-        docs = np.concatenate(self._extra).astype(np.int32) if self._extra else np.zeros(0, np.int32)
-        return {"docs": docs, "doc_lens": lens}
-
-    def load_state(self, d: dict) -> None:
-        """Restore the added documents saved by :meth:`state`."""
-        docs = expect_array(d, "docs", np.int32, (None,), self.name)
-        lens = expect_array(d, "doc_lens", np.int64, (None,), self.name)
-        if (lens < 0).any() or int(lens.sum()) != len(docs) or (docs < 0).any():
-            raise StateError("the saved retrieval documents are inconsistent.")
-        self.add_documents(np.split(docs, np.cumsum(lens)[:-1]) if len(lens) else [])
+        self.store.set([])

@@ -217,7 +217,7 @@ class Stand(Drafter):
         max_count: the averaging weight ``c`` saturates here, so recent text still moves a row.
         max_bytes: memory cap of the table (default 64 MiB); see
             :class:`~retrodraft.drafters._ngram.NgramTable`.
-        template: a fixed tree shape to fill (rank paths); default: grow best-first.
+        shape: a fixed tree shape to fill (rank paths); default: grow best-first.
         seed: seeds the Gumbel noise of stochastic drafting (its own generator: the model's
             sampling randomness is left untouched).
 
@@ -228,10 +228,11 @@ class Stand(Drafter):
     """
 
     name = "stand"
+    fills_shape = True
 
     def __init__(self, max_order: int = 4, min_order: int = 1, k: int = 8, width: int | None = None, shrink: float = 0.25,
                  max_count: float = 16.0, max_bytes: int = 64 * 2**20, seed: int | None = None,
-                 template: Sequence[Sequence[int]] | None = None) -> None:
+                 shape: Sequence[Sequence[int]] | None = None) -> None:
         for label, v, lo, hi in (("max_order", max_order, 1, 16), ("k", k, 1, 32)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
                 raise ConfigError(f"{label} must be an integer from {lo} to {hi}, got {v!r}.")
@@ -253,20 +254,20 @@ class Stand(Drafter):
         self._rng = np.random.default_rng(seed)
         self._buf = tree_buffers(1)
         self._scratch = _scratch(1, self.max_order, self.table.k, self.width)
-        self.template: list[tuple[int, ...]] | None = None
-        self.use_template(template)
+        self.shape: list[tuple[int, ...]] | None = None
+        self.use_shape(shape)
 
-    def use_template(self, template: Sequence[Sequence[int]] | None) -> None:
+    def use_shape(self, paths: Sequence[Sequence[int]] | None) -> None:
         """Draft by filling this tree shape (rank paths, e.g. a calibrated
-        :class:`~retrodraft.shape.TreeShape`) instead of growing the tree best-first.
+        :class:`~retrodraft.shape.TreeShape`'s ``paths``) instead of growing the tree best-first.
 
-        ``None`` goes back to best-first. A template draft is deterministic even when sampling.
+        ``None`` goes back to best-first. A shape draft is deterministic even when sampling.
         """
-        if template is None:
-            self.template = None
+        if paths is None:
+            self.shape = None
             return
-        self.template = template_paths(template, self.table.k)
-        self._tpl_parent, self._tpl_rank = compile_template(self.template, self.table.k)
+        self.shape = template_paths(paths, self.table.k)
+        self._tpl_parent, self._tpl_rank = compile_template(self.shape, self.table.k)
         n = len(self._tpl_parent)
         self._tpl_buf = tree_buffers(n)
         self._tpl_hist = np.empty((n, self.max_order), np.int64)
@@ -284,8 +285,8 @@ class Stand(Drafter):
         root = int(context[-1])
         if budget <= 0:
             return DraftTree.root_only(root)
-        if self.template is not None:
-            return self.template_draft(context)[0].prune(budget)
+        if self.shape is not None:
+            return self.shape_draft(context)[0].prune(budget)
         t = self.table
         n = budget + 1
         self._buf = grown(self._buf, n)
@@ -310,9 +311,9 @@ class Stand(Drafter):
                     proposals[i] = (drawn.copy(), sc.prop_supp[i][keep].copy(), sc.prop_q[i][keep].copy())
         return to_tree(self._buf, m, proposals)
 
-    def template_draft(self, context: np.ndarray) -> tuple[DraftTree, np.ndarray]:
-        """The whole template filled after ``context`` (not pruned), and for each of its nodes
-        the template position it fills (``(m,)`` int64, root = 0). Needs :meth:`use_template`."""
+    def shape_draft(self, context: np.ndarray) -> tuple[DraftTree, np.ndarray]:
+        """The whole shape filled after ``context`` (not pruned), and for each of its nodes
+        the shape position it fills (``(m,)`` int64, root = 0). Needs :meth:`use_shape`."""
         t = self.table
         buf = self._tpl_buf
         m = fill_template(longest_row, (t.keys, self.min_order), (t.tok, t.w), self._tail(context),

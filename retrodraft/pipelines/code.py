@@ -12,12 +12,14 @@ A repository's own functions are the other thing completions copy from: code tha
 ``parse_header(`` tends to repeat its signature, argument names and docstring phrasing. A
 :class:`SymbolTable` holds every definition of a code base; one Aho-Corasick pass over the prompt
 (pyahocorasick: all names at once, linear in the prompt) finds which of them the prompt mentions,
-and :func:`add_symbol_context` puts their source into the retrieval drafter's per-request
-datastore::
+and :func:`symbol_context` tokenizes their source as the request's documents, which the retrieval
+drafter drafts from::
 
     symbols = SymbolTable.from_sources(["my_repo/"])
     assistant = code_assistant("indexes/stdlib")
-    add_symbol_context(assistant, symbols, prompt_text, tokenizer)
+    found, documents = symbol_context(symbols, prompt_text, tokenizer)
+    with assistant.options(documents=documents):
+        model.generate(stub_ids, assistant=assistant, max_new_tokens=128)
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Sequence
 from ..assistant import RetroDraft
 from ..errors import ConfigError
 
-__all__ = ["stdlib_path", "build_code_index", "code_assistant", "Symbol", "SymbolTable", "add_symbol_context"]
+__all__ = ["stdlib_path", "build_code_index", "code_assistant", "Symbol", "SymbolTable", "symbol_context"]
 
 _EXCLUDE = ("*/test/*", "*/tests/*", "*/site-packages/*")
 
@@ -55,10 +57,10 @@ def build_code_index(tokenizer: str, out: str | Path, sources: Sequence[str] | N
                        force=force, progress=progress, tokenizer_name=tokenizer, **kwargs)
 
 
-def code_assistant(index: str | Path | Sequence[str | Path] | None = None, budget: int | str | None = None,
+def code_assistant(index: str | Path | Sequence[str | Path] | None = None, budget: int | None = None,
                    sizing: str | None = None) -> RetroDraft:
-    """RetroDraft drafting from the model's habits, the stub and the indexed code base (and any
-    documents added per request, see :func:`add_symbol_context`); ``budget`` / ``sizing`` as for
+    """RetroDraft drafting from the model's habits, the stub and the indexed code base (and the
+    request's documents, see :func:`symbol_context`); ``budget`` / ``sizing`` as for
     :class:`~retrodraft.RetroDraft`."""
     return RetroDraft(drafters=["recycling", "lookup", "retrieval"], index=index, budget=budget, sizing=sizing)
 
@@ -152,12 +154,8 @@ class SymbolTable:
         return out
 
 
-def add_symbol_context(assistant: RetroDraft, symbols: SymbolTable, text: str, tokenizer, limit: int = 8) -> list[Symbol]:
-    """Put the definitions ``text`` mentions into ``assistant``'s retrieval datastore for the
-    calls that follow (replacing earlier ones). Returns the definitions added."""
-    retrieval = next((d for d in assistant.drafters if d.name == "retrieval"), None)
-    if retrieval is None:
-        raise ConfigError("add_symbol_context needs an assistant with the 'retrieval' drafter (see code_assistant).")
+def symbol_context(symbols: SymbolTable, text: str, tokenizer, limit: int = 8) -> tuple[list[Symbol], list[list[int]]]:
+    """The definitions ``text`` mentions (at most ``limit``) and their sources' token ids, to pass
+    as the request's documents: ``assistant.options(documents=...)``."""
     found = symbols.mentioned(text, limit=limit)
-    retrieval.add_documents([tokenizer(s.source, add_special_tokens=False)["input_ids"] for s in found])
-    return found
+    return found, [list(tokenizer(s.source, add_special_tokens=False)["input_ids"]) for s in found]

@@ -1,8 +1,9 @@
 """Retrieval-augmented generation where the retrieved passages also feed the drafter.
 
 Answers to questions about passages copy from them (names, dates, whole phrases), so the same
-passages that go into the prompt go into the ``retrieval`` drafter's per-request datastore: the
-drafter then proposes the passage's continuation wherever the answer starts quoting it.
+passages that go into the prompt go with the request as its documents
+(``assistant.options(documents=...)``), which the ``retrieval`` drafter drafts from: it then
+proposes the passage's continuation wherever the answer starts quoting it.
 
     store = PassageStore(chunk_documents(texts), Embedder())
     rag = RagPipeline(model, tokenizer, store)
@@ -24,7 +25,6 @@ import numpy as np
 import torch
 
 from ..assistant import RetroDraft
-from ..drafters.retrieval import Retrieval
 from ..errors import ConfigError
 
 __all__ = ["chunk_documents", "Embedder", "PassageStore", "RagPipeline", "Answer"]
@@ -132,12 +132,12 @@ class RagPipeline:
         kw = dict(max_new_tokens=max_new_tokens, do_sample=False, **generate_kwargs)
         if self.tokenizer.pad_token_id is None:
             kw.setdefault("pad_token_id", self.tokenizer.eos_token_id)
-        if self.assistant is not None:
-            for d in self.assistant.drafters:
-                if isinstance(d, Retrieval):
-                    d.add_documents([self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in passages])
-            kw["assistant"] = self.assistant
-        out = self.model.generate(ids, **kw)
+        if self.assistant is None:
+            out = self.model.generate(ids, **kw)
+        else:
+            docs = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in passages]
+            with self.assistant.options(documents=docs):
+                out = self.model.generate(ids, assistant=self.assistant, **kw)
         new = out[0, ids.shape[1]:].tolist()
         stats = self.assistant.stats.as_dict() if self.assistant is not None else {}
         return Answer(self.tokenizer.decode(new, skip_special_tokens=True), passages, new, stats)

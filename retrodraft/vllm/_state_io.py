@@ -10,9 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import state as _state
-from ..assistant import RetroDraft
 from ..drafters.history import History
-from ..errors import StateError
 
 __all__ = ["check", "load_history", "save_history"]
 
@@ -32,18 +30,12 @@ def load_history(path: str | Path, tokenizer, history: History) -> bool:
     path = Path(path)
     if not path.exists():
         return False
-    manifest = _state.read_manifest(path)
-    _state._check_tokenizer(path, manifest, _state.fingerprint(tokenizer))
-    entries = [e for e in manifest["drafters"] if e["name"] == "history"]
-    if not entries:
+    if not any(e["name"] == "history" for e in _state.read_manifest(path)["drafters"]):
         return False
-    try:
-        history.load_state(_state._read_entry(path, entries[0]))
-    except (KeyError, TypeError, ValueError) as e:
-        raise StateError(f"{path}: the saved history is invalid ({e}).") from None
+    _state.restore(path, tokenizer, [history], partial=True)
     return True
 
 
 def save_history(path: str | Path, tokenizer, history: History) -> None:
     """Save ``history``'s memory to ``path`` (atomically; a previous state there is replaced)."""
-    _state.save(RetroDraft(drafters=[history]), path, tokenizer)
+    _state.save(path, tokenizer, [history])

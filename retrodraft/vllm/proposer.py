@@ -41,7 +41,6 @@ from ..drafters.lookup import PromptLookup
 from ..drafters.retrieval import Retrieval
 from ..memory import SuffixMemory
 from ..tree import DraftTree
-from ..verify import fuse
 from . import _runner, _state_io
 from .chain import Calibrator, allot, best_chain
 from .options import CLASS_PREFIX, VllmOptions, decode
@@ -134,7 +133,7 @@ class RetroDraftProposer:
             n = int(num_tokens_no_spec[i])
             ctx = np.asarray(token_ids_cpu[i, :n], np.int64)
             req = self._follow(keys[i], ctx, s)
-            tree = fuse([d.propose(ctx, self.opts.nodes) for d in req.drafters])
+            tree = DraftTree.fuse([d.propose(ctx, self.opts.nodes) for d in req.drafters])
             cal = self.calibrator(tree.scores)
             nodes = best_chain(tree, cal, cost, self.k)
             chains[i], raws[i] = tree.tokens[nodes], tree.scores[nodes]

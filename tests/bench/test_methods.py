@@ -9,8 +9,11 @@ def test_method_names_set_drafters_options_and_budget():
     a = m.assistant
     assert a.budget == 8 and [d.name for d in a.drafters] == ["recycling", "retrieval"]
     assert a.drafters[1].miss == 1.0 and a.drafters[1].depth == 4
-    assert a.drafters[1].prior is a.drafters[0]
+    assert a.drafters[1].estimator is a.drafters[0]
     assert make_method("retrodraft:default").assistant.sizing == "auto"
+    assert make_method("retrodraft:default").assistant.prefix_cache is not None  # reuse is the default
+    off = make_method("retrodraft:lookup@auto16/noreuse").assistant
+    assert off.prefix_cache is None and off.budget == 16 and [d.name for d in off.drafters] == ["lookup"]
 
 
 @pytest.mark.parametrize("name, match", [
@@ -20,6 +23,7 @@ def test_method_names_set_drafters_options_and_budget():
     ("retrodraft:retrieval[miss=1", "expected name"),
     ("retrodraft:default@x", "bad budget"),
     ("medusa", "unknown method"),
+    ("retrodraft:default/reuse", "only /option is /noreuse"),
 ])
 def test_bad_method_names_are_refused(name, match):
     with pytest.raises(ConfigError, match=match):

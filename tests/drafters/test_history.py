@@ -1,12 +1,9 @@
-"""The cross-request memory (SuffixMemory) and the ``history`` drafter with edit-aware copying."""
-
-import threading
+"""The ``history`` drafter: memory across requests and edit-aware copying (the memory itself:
+tests/test_memory.py; its parts: tests/drafters/test_suffix_tree.py, test_copying.py)."""
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from helpers import ARCHS, SEEDS, tiny_model
 from retrodraft import RetroDraft
@@ -14,165 +11,7 @@ from retrodraft.drafters import make_drafter
 from retrodraft.drafters.base import Outcome, Request
 from retrodraft.drafters.history import History
 from retrodraft.errors import ConfigError
-from retrodraft.memory import SEP, SuffixMemory
-
-
-# ------------------------------------------------------------------------------------ reference
-def _stream(seqs):
-    out = []
-    for i, s in enumerate(seqs):
-        if i:
-            out.append(SEP)
-        out += [int(t) for t in s]
-    return out
-
-
-def _brute(seqs, ctx, max_len):
-    """(length, {next: count}, first next position) of the longest suffix of ctx[-max_len:] that
-    occurred in the stream with a token after it."""
-    t = _stream(seqs)
-    c = [int(x) for x in ctx[-max_len:]]
-    for length in range(len(c), 0, -1):
-        suf = c[-length:]
-        ends = [e for e in range(length - 1, len(t) - 1) if t[e - length + 1: e + 1] == suf]
-        if ends:
-            nxt = {}
-            for e in ends:
-                if t[e + 1] != SEP:
-                    nxt[t[e + 1]] = nxt.get(t[e + 1], 0) + 1
-            return length, nxt, ends[0] + 1
-    return 0, {}, -1
-
-
-def _check_against_brute(mem, seqs, ctx, max_len):
-    length, nxt, pos = _brute(seqs, ctx, max_len)
-    m = mem.match(np.asarray(ctx, np.int64), max_len)
-    assert m.length == length, (seqs, ctx, max_len)
-    if length:
-        assert m.pos == pos
-        assert mem.continuations(np.asarray(ctx, np.int64), max_len) == nxt
-
-
-# ------------------------------------------------------------------------------------ memory
-def test_memory_docstring_example():
-    m = SuffixMemory()
-    m.add([5, 6, 7, 8])
-    m.add([1, 6, 7, 9])
-    hit = m.match(np.array([4, 6, 7]))
-    assert hit.length == 2 and hit.count == 2
-    assert m.continuations(np.array([4, 6, 7])) == {8: 1, 9: 1}
-    assert m.read(hit.pos, 4, hit.generation).tolist() == [8]  # stops at the request boundary
-    assert m.sequences()[1].tolist() == [1, 6, 7, 9]
-
-
-@settings(max_examples=60, deadline=None)
-@given(seqs=st.lists(st.lists(st.integers(0, 4), max_size=30), min_size=1, max_size=5),
-       tail=st.lists(st.lists(st.integers(0, 4), max_size=6), max_size=4),
-       queries=st.lists(st.tuples(st.lists(st.integers(0, 5), min_size=1, max_size=12), st.integers(1, 10)),
-                        min_size=1, max_size=6))
-def test_memory_lookups_match_brute_force(seqs, tail, queries):
-    # Finished requests, then an open one extended chunk by chunk (as a request is decoded).
-    m = SuffixMemory(max_bytes=1 << 20)
-    for s in seqs:
-        m.add(s)
-    m.start()
-    for chunk in tail:
-        m.extend(chunk)
-    held = seqs + [sum(tail, [])]
-    for ctx, max_len in queries:
-        _check_against_brute(m, held, ctx, max_len)
-        # the open request's own suffix: only earlier occurrences count
-        if held[-1]:
-            _check_against_brute(m, held, held[-1], max_len)
-
-
-def test_context_occurring_only_at_the_end_is_not_a_match():
-    m = SuffixMemory()
-    m.extend([1, 2, 3, 4])
-    assert m.match(np.array([1, 2, 3, 4])).length == 0  # nothing follows it
-    m.extend([9, 3, 4])
-    assert m.match(np.array([9, 3, 4])).length == 2  # [3, 4] occurred before, followed by 9
-    assert m.continuations(np.array([9, 3, 4])) == {9: 1}
-
-
-def test_periodic_text_counts_are_exact():
-    # "1 1 1 ..." has suffix-link chains as long as the text: counts fall back to a full recount.
-    m = SuffixMemory()
-    m.add([1] * 1500)
-    assert m.continuations(np.array([1, 1])) == {1: 1498}
-    m.start()
-    m.extend([1] * 1200)
-    assert m.continuations(np.array([1, 1])) == {1: 1498 + 1198}
-
-
-def test_eviction_keeps_bytes_and_requests_under_budget():
-    rng = np.random.default_rng(0)
-    m = SuffixMemory(max_bytes=1 << 16, max_requests=7)
-    added = []
-    for i in range(200):
-        s = rng.integers(0, 6, int(rng.integers(1, 90))).tolist()
-        m.add(s)
-        added.append(s)
-        assert m.nbytes <= m.max_bytes
-        assert m.n_requests <= 7
-        assert m.n_tokens <= m.max_tokens
-    kept = [s.tolist() for s in m.sequences()]
-    assert kept == added[-len(kept):]  # the oldest went first
-    assert m.generation > 0  # evictions happened
-    for q in range(20):
-        _check_against_brute(m, kept, rng.integers(0, 6, 8), 6)
-
-
-def test_one_request_longer_than_the_budget_keeps_its_tail():
-    m = SuffixMemory(max_bytes=1 << 16, max_requests=1)
-    m.start()
-    rng = np.random.default_rng(1)
-    seq = rng.integers(0, 50, 3000)
-    for i in range(0, 3000, 100):
-        m.extend(seq[i: i + 100])
-        assert m.nbytes <= m.max_bytes
-    held = m.sequences()[-1]
-    assert 0 < held.size < 3000 and held.tolist() == seq[-held.size:].tolist()
-    _check_against_brute(m, [held.tolist()], seq[-40:-20], 10)
-
-
-def test_bad_budgets_are_refused():
-    with pytest.raises(ConfigError, match="max_bytes"):
-        SuffixMemory(max_bytes=1000)
-    with pytest.raises(ConfigError, match="max_requests"):
-        SuffixMemory(max_requests=0)
-    with pytest.raises(ConfigError, match="token ids"):
-        SuffixMemory().add([1, -5])
-
-
-def test_shared_memory_is_thread_safe():
-    # 8 threads add their own sequences and look up concurrently; nothing is lost or mixed.
-    m = SuffixMemory()
-    errors = []
-
-    def work(t):
-        rng = np.random.default_rng(t)
-        try:
-            for i in range(25):
-                seq = (t * 1000 + rng.integers(0, 40, 60)).tolist()
-                m.add(seq)
-                hit = m.match(np.asarray(seq[:20]))
-                assert hit.length == 20
-                assert seq[20] in m.continuations(np.asarray(seq[:20]))
-                m.draft(np.asarray(seq[:30]), np.full(100, 0.9))
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert not errors, errors
-    seqs = m.sequences()
-    assert len(seqs) == 200
-    for s in seqs:  # every stored request is one thread's, whole
-        assert s.size == 60 and len(set((s // 1000).tolist())) == 1
+from retrodraft.memory import SuffixMemory
 
 
 # ------------------------------------------------------------------------------------ drafter
@@ -230,11 +69,11 @@ def test_propose_has_no_side_effects():
     out = src.copy()
     out[50] = 7
     _, ctx, i = _run(d, prompt, out, until=60)
-    before = (d.local.n_tokens, d.local.nbytes, d.memory.n_tokens, repr(d._ptr), dict(d._rules))
+    before = (d.local.n_tokens, d.local.nbytes, d.memory.n_tokens, repr(d.copier._ptr), dict(d.copier._rules))
     a, b = d.propose(ctx, 24), d.propose(ctx, 24)
     assert a.tokens.tolist() == b.tokens.tolist() and a.parents.tolist() == b.parents.tolist()
     assert np.array_equal(a.scores, b.scores) and len(a) > 1
-    assert (d.local.n_tokens, d.local.nbytes, d.memory.n_tokens, repr(d._ptr), dict(d._rules)) == before
+    assert (d.local.n_tokens, d.local.nbytes, d.memory.n_tokens, repr(d.copier._ptr), dict(d.copier._rules)) == before
 
 
 def test_trees_respect_budget_and_scores_fall_along_paths():
@@ -316,7 +155,7 @@ def test_rename_rule_drafts_later_occurrences_renamed():
     out[out == x] = 7  # renamed everywhere
     d = History()
     _, ctx, i = _run(d, prompt, out, budget=8, until=190)  # steps of at most 9 tokens
-    assert d._rules and 190 <= i < 200  # the edit was learnt
+    assert d.copier._rules and 190 <= i < 200  # the edit was learnt
     t = d.propose(ctx, 32)
     assert _has_path(t, out[i: i + 16])  # through the renamed third occurrence
     assert not _has_path(t, src[i:201])
@@ -333,7 +172,7 @@ def test_remember_output_only_and_shared_memory_budget():
     for i in range(12):
         for d in (a, b):
             _run(d, rng.integers(0, 50, 30), rng.integers(50, 90, 40))
-            d.flush()
+            d.end()
             assert shared.nbytes <= shared.max_bytes and shared.n_requests <= 4
     lengths = sorted(s.size for s in shared.sequences())
     assert 40 in lengths and 70 in lengths  # output only vs prompt + output
@@ -348,7 +187,7 @@ def test_chat_prompt_resending_history_is_stored_once():
     _run(d, p1, o1)
     p2 = np.concatenate([p1, o1, rng.integers(0, 50, 10)])
     _run(d, p2, rng.integers(50, 90, 20))
-    d.flush()
+    d.end()
     assert [s.size for s in d.memory.sequences()] == [50, 30]
 
 
@@ -376,3 +215,21 @@ def test_greedy_output_is_identical_across_requests(arch, drafters):
         assert torch.equal(out, ref), (arch, drafters)
     # the last call repeated an earlier one: the memory drafted it in long blocks
     assert assistant.stats.mean_accepted > 4
+
+
+def test_end_stores_the_request_and_begin_stores_one_never_ended():
+    shared = SuffixMemory()
+    d = History(memory=shared)
+    rng = np.random.default_rng(7)
+    p1, o1 = rng.integers(0, 50, 12), rng.integers(50, 90, 10)
+    _run(d, p1, o1)
+    assert shared.n_open == 1 and shared.n_requests == 0 and d.local is not None
+    d.end()
+    assert shared.n_open == 0 and [s.tolist() for s in shared.sequences()] == [np.concatenate([p1, o1]).tolist()]
+    d.end()  # nothing open: nothing happens
+    assert shared.n_requests == 1 and d.local is None
+    _run(d, rng.integers(0, 50, 12), o1)  # driven by hand, never ended ...
+    d.begin(Request(rng.integers(0, 50, 12), 10_000))  # ... stored by the next begin
+    assert shared.n_requests == 2 and shared.n_open == 1
+    d.reset()  # a shared memory keeps what it holds; the open request is dropped
+    assert shared.n_requests == 2 and shared.n_open == 0

@@ -3,7 +3,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retrodraft.drafters.lookup import PromptLookup, confidence
+from retrodraft.drafters._confidence import confidence
+from retrodraft.drafters.lookup import PromptLookup
 from retrodraft.errors import ConfigError
 
 

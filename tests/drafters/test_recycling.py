@@ -12,9 +12,9 @@ from retrodraft.errors import ConfigError
 from retrodraft.tree import DraftTree
 
 
-def _filled(vocab=10, k=2, template=None):
+def _filled(vocab=10, k=2, shape=None):
     """succ[5] = [7, 3], succ[7] = [8, -1], succ[3] = [1, 2], as in the module docstring."""
-    d = TokenRecycling(k=k, template=template or [[0], [1], [0, 0], [0, 1], [1, 0], [1, 1]], shrink=0.0)
+    d = TokenRecycling(k=k, shape=shape or [[0], [1], [0, 0], [0, 1], [1, 0], [1, 1]], shrink=0.0)
     d.begin(Request(np.array([5]), vocab))
     d.succ[5] = [7, 3]
     d.prob[5] = [0.6, 0.2]
@@ -126,7 +126,7 @@ def test_observe_before_begin_sizes_the_matrix_to_the_tokens_seen():
 
 
 def test_k_larger_than_vocab_leaves_unknown_candidates():
-    d = TokenRecycling(k=4, template=[[0], [1], [2], [3]])
+    d = TokenRecycling(k=4, shape=[[0], [1], [2], [3]])
     d.begin(Request(np.array([0]), 3))
     d.observe(outcome([0], DraftTree.root_only(0), [0], torch.tensor([[1.0, 2.0, 3.0]])))
     assert d.succ[0].tolist() == [2, 1, 0, -1]
@@ -134,7 +134,7 @@ def test_k_larger_than_vocab_leaves_unknown_candidates():
 
 
 def test_observe_then_propose_round_trip():
-    d = TokenRecycling(k=2, template="paper80")
+    d = TokenRecycling(k=2, shape="paper80")
     d.begin(Request(np.array([0]), 5))
     # a chain 0 -> 1 -> 2 -> 3 -> 4 -> 0 with confident logits
     tree = DraftTree.from_paths(0, [[1, 2, 3, 4]])
@@ -153,7 +153,7 @@ def test_paths_follow_the_matrix_and_scores_multiply(seed, budget, template):
     rng = np.random.default_rng(seed)
     vocab, k = 12, 8
     shrink = float(rng.choice([0.0, 0.5]))
-    d = TokenRecycling(k=k, template=template, shrink=shrink)
+    d = TokenRecycling(k=k, shape=template, shrink=shrink)
     d.begin(Request(np.array([0]), vocab))
     for t in range(vocab):
         d.succ[t] = rng.permutation(vocab)[:k]
@@ -203,11 +203,11 @@ def test_preset_with_small_k_drops_high_ranks():
     [
         (dict(k=0), "k"),
         (dict(k=2.5), "k"),
-        (dict(template="nope"), "unknown template"),
-        (dict(template=[[0], [0, 1, 2]]), "prefix"),
-        (dict(k=2, template=[[0], [2]]), "rank outside"),
-        (dict(template=[[]]), "non-empty"),
-        (dict(template=[3]), "list of rank paths"),
+        (dict(shape="nope"), "unknown shape"),
+        (dict(shape=[[0], [0, 1, 2]]), "prefix"),
+        (dict(k=2, shape=[[0], [2]]), "rank outside"),
+        (dict(shape=[[]]), "non-empty"),
+        (dict(shape=[3]), "list of rank paths"),
         (dict(shrink=-1.0), "shrink"),
         (dict(shrink="0.5"), "shrink"),
     ],

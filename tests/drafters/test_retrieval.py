@@ -25,10 +25,13 @@ class _Tok:
         return {"input_ids": [[int(x) for x in t.split()] for t in texts]}
 
 
+def _docs(*docs):
+    return tuple(np.asarray(d, np.int64) for d in docs)
+
+
 def test_drafts_what_followed_the_longest_suffix_in_the_datastore():
     d = Retrieval(min_len=1, depth=3)
-    d.add_documents([[1, 2, 3, 4, 5], [9, 2, 3, 7, 8], [2, 3, 4, 6]])
-    d.begin(Request(np.array([0]), 300))
+    d.begin(Request(np.array([0]), 300, documents=_docs([1, 2, 3, 4, 5], [9, 2, 3, 7, 8], [2, 3, 4, 6])))
     tree = d.propose(np.array([5, 2, 3]), 10)
     # "2 3" is followed by 4 (twice) and 7 (once): 4 scores higher
     assert sorted(tree.paths()) == [[4, 5], [4, 6], [7, 8]]
@@ -83,8 +86,7 @@ def _scores(tree):
 
 def test_model_estimates_prune_what_the_model_would_not_say():
     d = Retrieval(min_len=1, depth=2, miss=0.25)
-    d.add_documents([[1, 2, 3, 4, 5], [9, 2, 3, 4, 6], [2, 3, 7, 8]])
-    d.begin(Request(np.array([0]), 300))
+    d.begin(Request(np.array([0]), 300, documents=_docs([1, 2, 3, 4, 5], [9, 2, 3, 4, 6], [2, 3, 7, 8])))
     plain = _scores(d.propose(np.array([5, 2, 3]), 10))
     # The model's top-k after 3 holds 7 (p=0.6) but not 4; nothing is known after 4 or 7.
     d.use_estimator(_Prior({(3, 7): 0.6}))
@@ -102,7 +104,6 @@ def test_model_estimates_prune_what_the_model_would_not_say():
 def test_assistant_gives_retrieval_the_recycling_estimates():
     a = RetroDraft(drafters=["recycling", "lookup", "retrieval"])
     assert a.drafters[2].estimator is a.drafters[0]
-    assert a.drafters[2].prior is a.drafters[0]  # the old name still reads it
     assert RetroDraft(drafters=["lookup", "retrieval"]).drafters[1].estimator is None
 
 

@@ -58,7 +58,7 @@ def test_symbol_table_finds_whole_identifiers_in_a_prompt(tmp_path):
 
 def test_symbol_context_feeds_the_retrieval_datastore(tmp_path):
     from retrodraft.errors import ConfigError
-    from retrodraft.pipelines.code import SymbolTable, add_symbol_context
+    from retrodraft.pipelines.code import SymbolTable, symbol_context
 
     class Chars:  # one token per character
         def __call__(self, text, add_special_tokens=False):
@@ -66,12 +66,13 @@ def test_symbol_context_feeds_the_retrieval_datastore(tmp_path):
 
     table = SymbolTable.from_sources([_repo(tmp_path)])
     a = code_assistant()
-    added = add_symbol_context(a, table, "use parse_header here", Chars())
+    added, documents = symbol_context(table, "use parse_header here", Chars())
     assert [s.name for s in added] == ["parse_header"]
     retrieval = a.drafters[2]
-    retrieval.begin(Request(np.array([1]), 300))
+    with a.options(documents=documents):
+        a.begin(Request(np.array([1]), 300))
     ctx = np.array([ord(c) for c in "key, _, value = line."])
     tree = retrieval.propose(ctx, 8)
     assert "".join(map(chr, tree.paths()[0])) == "partitio"  # depth 8
     with pytest.raises(ConfigError, match="retrieval"):
-        add_symbol_context(RetroDraft(drafters=["lookup"]), table, "x", Chars())
+        RetroDraft(drafters=["lookup"]).options(documents=documents)

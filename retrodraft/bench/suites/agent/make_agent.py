@@ -1,6 +1,6 @@
 """Make the ``agent`` benchmark set: scripted tool-use episodes whose turns repeat earlier content.
 
-    python benchmarks/data/agent/make_agent.py
+    python retrodraft/bench/suites/agent/make_agent.py
 
 Three episodes in the shape of SWE-bench and text-to-SQL agent traces: a system prompt listing the
 tools, a task, then turns of ``Thought`` / ``Action`` (the agent) and ``Observation`` (the tool).

@@ -1,7 +1,7 @@
 """Make the ``refactor`` benchmark set: real standard-library functions, each to be returned whole
 with one stated small change.
 
-    python benchmarks/data/refactor/make_refactor.py [--n 16]
+    python retrodraft/bench/suites/refactor/make_refactor.py [--n 16]
 
 For each module of ``MODULES`` in turn (the Python standard library of the interpreter that runs
 this script: PSF-licensed, see ``LICENSE``), the first public function or method of 25-60 lines

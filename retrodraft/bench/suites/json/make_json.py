@@ -1,6 +1,6 @@
 """Make the ``json`` benchmark set: one extraction schema, many short texts, asked in sequence.
 
-    python benchmarks/data/json/make_json.py [--n 16]
+    python retrodraft/bench/suites/json/make_json.py [--n 16]
 
 The texts are SQuAD v2 paragraphs (CC-BY-SA-4.0) already shipped in ``../squad/questions.jsonl``:
 for each question in file order, the first of its retrieved passages of 60-140 words not taken

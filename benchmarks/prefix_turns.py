@@ -1,0 +1,88 @@
+"""Per-turn prefill of a sequence-suite run: how much of each prompt the prefix cache reused.
+
+    python benchmarks/prefix_turns.py benchmarks/results/qwen2.5-coder-1.5b-bf16-agent-reuse
+
+Reads ``RUN/results.json`` (written by ``retrodraft bench``) and writes ``RUN/prefix_turns.md``:
+for every request, the prompt tokens, and per method the positions reused from the prefix cache,
+the prefill seconds and the whole call's seconds; then per method the totals, the prefill share of
+its time, its speedup over greedy (whole calls), and the prefill of turns 2+ against the method
+with the prefix cache off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+
+def summarize(results: dict) -> str:
+    by_prompt: dict[str, dict[str, dict]] = defaultdict(dict)
+    prompt_tokens: dict[str, int] = {}
+    for r in results["records"]:
+        t = r["turns"][0]
+        s = t.get("stats") or {}
+        by_prompt[r["prompt_id"]][r["method"]] = {"wall": t["wall_s"], "prefill": s.get("prefill_s"),
+                                                  "reused": s.get("prefix_reused"), "tokens": t["new_tokens"]}
+        prompt_tokens[r["prompt_id"]] = t["prompt_tokens"]
+    methods = list(dict.fromkeys(r["method"] for r in results["records"]))
+    drafting = [m for m in methods if m != "greedy"]
+    lines = ["| request | prompt tokens | " + " | ".join(f"{m}: reused / prefill s / call s" for m in drafting)
+             + " | greedy call s |", "|---|---:|" + "---:|" * (len(drafting) + 1)]
+    for pid, ms in by_prompt.items():
+        cells = []
+        for m in drafting:
+            x = ms.get(m)
+            pre = "-" if x is None or x["prefill"] is None else f"{x['prefill']:.2f}"
+            cells.append("-" if x is None else f"{x['reused'] or 0} / {pre} / {x['wall']:.2f}")
+        g = ms.get("greedy")
+        lines.append(f"| {pid} | {prompt_tokens[pid]} | " + " | ".join(cells) + f" | {g['wall']:.2f} |"
+                     if g else f"| {pid} | {prompt_tokens[pid]} | " + " | ".join(cells) + " | - |")
+    lines += ["", "| method | tokens | call s | tok/s | speedup | prefill s | prefill share | prefill s, turns 2+ |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    pids = list(by_prompt)
+    totals = {}
+    for m in methods:
+        rows = [by_prompt[p][m] for p in pids if m in by_prompt[p]]
+        wall, tokens = sum(x["wall"] for x in rows), sum(x["tokens"] for x in rows)
+        pre = sum(x["prefill"] or 0.0 for x in rows)
+        later = sum(by_prompt[p][m]["prefill"] or 0.0 for p in pids[1:] if m in by_prompt[p])
+        totals[m] = (wall, tokens, pre, later)
+    g_tps = totals["greedy"][1] / totals["greedy"][0] if "greedy" in totals else None
+    for m, (wall, tokens, pre, later) in totals.items():
+        tps = tokens / wall
+        speed = f"{tps / g_tps:.2f}x" if g_tps else "-"
+        has = any(by_prompt[p][m]["prefill"] is not None for p in pids if m in by_prompt[p])
+        lines.append(f"| {m} | {tokens} | {wall:.1f} | {tps:.2f} | {speed} | {pre:.1f} | "
+                     + (f"{pre / wall:.0%} | {later:.1f} |" if has else "- | - |"))
+    off = [m for m in drafting if m.endswith("/noreuse")]
+    for m in off:
+        on = m[: -len("/noreuse")]
+        if on in totals and totals[on][3] > 0:
+            lines.append(f"\nPrefill of turns 2+: {totals[m][3]:.1f} s with the prefix cache off ({m}), "
+                         f"{totals[on][3]:.1f} s with it on ({on}): {totals[m][3] / totals[on][3]:.1f}x less.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", type=Path, help="a bench output folder (holding results.json)")
+    args = ap.parse_args(argv)
+    results = json.loads((args.run / "results.json").read_text())
+    env = results.get("environment", {})
+    head = (f"# Prefill per request: {results['config'].get('model')} ({results['config'].get('dtype')})\n\n"
+            f"Made by: `python benchmarks/{Path(__file__).name} {args.run.as_posix()}` from the run of "
+            f"`{results['config'].get('command') or env.get('command', '?')}`.\n\n"
+            "Reused = prompt positions whose KV came from the prefix cache (earlier requests' prompt and output) "
+            "instead of being prefilled; call s = the whole generate call.\n\n")
+    text = head + summarize(results)
+    (args.run / "prefix_turns.md").write_text(text)
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
