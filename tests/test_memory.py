@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from retrodraft.errors import ConfigError
-from retrodraft.memory import SEP, SuffixAutomaton, SuffixMemory
+from retrodraft.automaton import SEP, SuffixAutomaton
+from retrodraft.memory import SuffixMemory
 
 
 # ------------------------------------------------------------------------------------ reference
@@ -159,11 +160,7 @@ def test_shared_memory_is_thread_safe():
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    _run_threads(work, 8)
     assert not errors, errors
     seqs = m.sequences()
     assert len(seqs) == 200
@@ -296,13 +293,18 @@ def test_many_open_requests_in_threads_are_stored_whole():
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    _run_threads(work, 8)
     assert not errors, errors
     seqs = m.sequences()
     assert m.n_open == 0 and len(seqs) == 8 * 15
     for s in seqs:
         assert s.size == 36 and len(set((s // 1000).tolist())) == 1
+
+
+def _run_threads(work, n: int) -> None:
+    """Run ``work(t)`` for t in 0..n-1 on n threads at once and wait for all of them."""
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()

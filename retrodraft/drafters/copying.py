@@ -1,7 +1,7 @@
 """Edit-aware copying: a pointer that follows the source the output copies, through small edits.
 
 A *copy pointer* follows the source the output is copying (a prompt file, an earlier answer),
-held in a :class:`~retrodraft.memory.SuffixAutomaton`: the current request's own (``local``) or
+held in a :class:`~retrodraft.automaton.SuffixAutomaton`: the current request's own (``local``) or
 the store of finished requests. When the output diverges - a renamed identifier, an inserted
 line, a changed literal - the pointer is not dropped: until the output rejoins the source, the
 source's continuation from a few plausible resume points is drafted (same-length substitution,
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..memory import SuffixAutomaton
+from ..automaton import SuffixAutomaton
 from ..tree import DraftTree
 
 __all__ = ["CopyPointer", "RESUME_PRIORS"]

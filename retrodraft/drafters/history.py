@@ -23,7 +23,8 @@ import threading
 import numpy as np
 
 from ..errors import ConfigError, StateError
-from ..memory import SuffixAutomaton, SuffixMemory, warm_up
+from ..automaton import SuffixAutomaton
+from ..memory import SuffixMemory, warm_up
 from ..tree import DraftTree
 from ._confidence import confidence
 from ._state import expect_array

@@ -1,6 +1,6 @@
 """The suffix-tree drafting policy: what followed the context's longest earlier match, as a trie.
 
-SuffixDecoding's idea (arXiv 2411.04975) over a :class:`~retrodraft.memory.SuffixAutomaton`: the
+SuffixDecoding's idea (arXiv 2411.04975) over a :class:`~retrodraft.automaton.SuffixAutomaton`: the
 longest suffix of the context seen before (up to ``max_match`` tokens) is matched; the states
 below it are the tokens that followed, each with how often. The trie is grown best-first: a
 child's score is its parent's, times the chance that a context agreeing on ``L + d`` tokens keeps
@@ -27,7 +27,7 @@ import numba
 import numpy as np
 
 from ..errors import ConfigError
-from ..memory import SuffixAutomaton
+from ..automaton import SuffixAutomaton
 from ..tree import DraftTree
 from ._kernels import add_node, grown, heap_pop, heap_push, init_root, keep_top, to_tree, tree_buffers
 

@@ -4,7 +4,7 @@ import numpy as np
 
 from retrodraft.drafters._confidence import confidence
 from retrodraft.drafters.copying import RESUME_PRIORS, CopyPointer
-from retrodraft.memory import SuffixAutomaton
+from retrodraft.automaton import SuffixAutomaton
 
 CONF = confidence(np.arange(200), ceil=0.985)
 

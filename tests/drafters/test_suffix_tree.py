@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from retrodraft.drafters._confidence import confidence
 from retrodraft.drafters.suffix_tree import SuffixTree
-from retrodraft.memory import SEP, SuffixAutomaton
+from retrodraft.automaton import SEP, SuffixAutomaton
 
 CONF = confidence(np.arange(200), ceil=0.985)
 
