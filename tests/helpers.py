@@ -115,3 +115,13 @@ class Recorder(BaseStreamer):
 
     def end(self):
         self.calls.append("end")
+
+
+def has_path(tree: DraftTree, path) -> bool:
+    """True when ``tree`` holds the token path ``path`` below its root."""
+    kids, node = tree.children(), 0
+    for t in path:
+        if int(t) not in kids[node]:
+            return False
+        node = kids[node][int(t)]
+    return True

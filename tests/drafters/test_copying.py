@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from helpers import has_path
+
 from retrodraft.drafters._confidence import confidence
 from retrodraft.drafters.copying import RESUME_PRIORS, CopyPointer
 from retrodraft.automaton import SuffixAutomaton
@@ -34,14 +36,6 @@ class _Copy:
 def _source(n=200, seed=1):
     return np.random.default_rng(seed).permutation(np.arange(100, 5000))[:n]  # one place per token
 
-
-def _has_path(tree, path):
-    kids, node = tree.children(), 0
-    for t in path:
-        if int(t) not in kids[node]:
-            return False
-        node = kids[node][int(t)]
-    return True
 
 
 def test_no_pointer_before_a_long_enough_match():
@@ -78,8 +72,8 @@ def test_after_a_substitution_the_resume_points_are_drafted():
     c.feed(src[:50])
     c.feed([7])  # src[50] replaced by 7
     tree, _ = c.propose(32)
-    assert _has_path(tree, src[51:63])  # same length substitution: resume after src[50]
-    assert _has_path(tree, src[50:62])  # insertion: src[50] still to come
+    assert has_path(tree, src[51:63])  # same length substitution: resume after src[50]
+    assert has_path(tree, src[50:62])  # insertion: src[50] still to come
     assert tree.max_depth <= 12  # short chains until the output rejoins the source
     first = {int(tree.tokens[i]): float(tree.scores[i]) for i in range(1, len(tree)) if tree.parents[i] == 0}
     assert first[int(src[51])] > first[int(src[50])]  # priors: substitution before insertion
@@ -102,8 +96,8 @@ def test_a_rename_is_learnt_and_applied_to_the_next_occurrence():
     assert c.cp._rules == {(x,): [(7,), 0, 0]}
     c.feed(out[44:110])
     tree, unedited = c.propose(32)
-    assert _has_path(tree, out[110:142])  # through the renamed second occurrence
-    assert _has_path(tree, src[110:142])  # the unedited source: a second branch
+    assert has_path(tree, out[110:142])  # through the renamed second occurrence
+    assert has_path(tree, src[110:142])  # the unedited source: a second branch
     path, factor = unedited
     assert path == src[110:121].tolist() and 0 < factor < 1
     c.cp.reset()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import ARCHS, SEEDS, tiny_model
+from helpers import ARCHS, SEEDS, has_path, tiny_model
 from retrodraft import RetroDraft
 from retrodraft.drafters import make_drafter
 from retrodraft.drafters.base import Outcome, Request
@@ -46,14 +46,6 @@ def _run(drafter, prompt, truth, budget=32, until=None):
         steps += 1
     return steps, ctx, i
 
-
-def _has_path(tree, path):
-    kids, node = tree.children(), 0
-    for t in path:
-        if int(t) not in kids[node]:
-            return False
-        node = kids[node][int(t)]
-    return True
 
 
 def _source(seed=0, n=300):
@@ -97,7 +89,7 @@ def test_previous_requests_are_drafted_from_memory():
     assert d.memory.n_requests == 1
     ctx = np.concatenate([rng.integers(0, 100, 20), answer[:10]])
     t = d.propose(ctx, 32)
-    assert _has_path(t, answer[10:30])
+    assert has_path(t, answer[10:30])
 
 
 def test_long_unique_match_drafts_a_deep_chain():
@@ -106,7 +98,7 @@ def test_long_unique_match_drafts_a_deep_chain():
     d.begin(Request(prompt, 10_000))
     ctx = np.concatenate([prompt, src[:40]])
     t = d.propose(ctx, 64)
-    assert t.max_depth >= 60 and _has_path(t, src[40:100])
+    assert t.max_depth >= 60 and has_path(t, src[40:100])
     # a two-token match drafts shallow (adaptive depth: alpha * match length)
     short = d.propose(np.concatenate([prompt, [1, 2], src[:2]]), 64)
     assert 1 < short.max_depth <= 8
@@ -122,12 +114,12 @@ def test_substitution_resumes_the_source():
     _, ctx, i = _run(d, prompt, out, until=101)
     assert ctx[-1] == 7
     t = d.propose(ctx, 32)
-    assert _has_path(t, src[101:113])  # a resume hypothesis: 12 tokens until confirmed
+    assert has_path(t, src[101:113])  # a resume hypothesis: 12 tokens until confirmed
     _, later, j = _step(d, ctx, out, i, 32)
-    assert j >= 113 and _has_path(d.propose(later, 32), out[j: j + 30])  # re-anchored: deep again
+    assert j >= 113 and has_path(d.propose(later, 32), out[j: j + 30])  # re-anchored: deep again
     off = History(copy=False)
     _, ctx2, _ = _run(off, prompt, out, until=101)
-    assert np.array_equal(ctx, ctx2) and not _has_path(off.propose(ctx2, 32), src[101:105])
+    assert np.array_equal(ctx, ctx2) and not has_path(off.propose(ctx2, 32), src[101:105])
 
 
 def test_insertion_and_deletion_reanchor():
@@ -137,13 +129,13 @@ def test_insertion_and_deletion_reanchor():
     d = History()
     _, ctx, i = _run(d, prompt, out, until=106)
     assert i >= 106
-    assert _has_path(d.propose(ctx, 32), out[i: i + 20])
+    assert has_path(d.propose(ctx, 32), out[i: i + 20])
     # deletion: src[100:103] skipped; two tokens later drafting continues after them
     out = np.concatenate([src[:100], src[103:]])
     d = History()
     _, ctx, i = _run(d, prompt, out, until=102)
     assert i >= 102
-    assert _has_path(d.propose(ctx, 32), out[i: i + 20])
+    assert has_path(d.propose(ctx, 32), out[i: i + 20])
 
 
 def test_rename_rule_drafts_later_occurrences_renamed():
@@ -157,9 +149,9 @@ def test_rename_rule_drafts_later_occurrences_renamed():
     _, ctx, i = _run(d, prompt, out, budget=8, until=190)  # steps of at most 9 tokens
     assert d.copier._rules and 190 <= i < 200  # the edit was learnt
     t = d.propose(ctx, 32)
-    assert _has_path(t, out[i: i + 16])  # through the renamed third occurrence
-    assert not _has_path(t, src[i:201])
-    assert _has_path(d.propose(ctx, 64), src[i:201])  # the unedited source: a weaker branch
+    assert has_path(t, out[i: i + 16])  # through the renamed third occurrence
+    assert not has_path(t, src[i:201])
+    assert has_path(d.propose(ctx, 64), src[i:201])  # the unedited source: a weaker branch
     steps_on, _, _ = _run(History(), prompt, out)
     steps_off, _, _ = _run(History(copy=False), prompt, out)
     assert steps_on < steps_off
