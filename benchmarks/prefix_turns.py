@@ -58,6 +58,22 @@ def summarize(results: dict) -> str:
         has = any(by_prompt[p][m]["prefill"] is not None for p in pids if m in by_prompt[p])
         lines.append(f"| {m} | {tokens} | {wall:.1f} | {tps:.2f} | {speed} | {pre:.1f} | "
                      + (f"{pre / wall:.0%} | {later:.1f} |" if has else "- | - |"))
+    lines += ["", "Prefilled = prompt tokens minus reused ones, the tokens each call ran through the model before "
+              "decoding:", "", "| request | " + " | ".join(f"{m}: prefilled / ms per prefilled token" for m in drafting
+                                                           if any(by_prompt[p].get(m, {}).get("prefill") is not None
+                                                                  for p in pids)) + " |"]
+    with_prefill = [m for m in drafting if any(by_prompt[p].get(m, {}).get("prefill") is not None for p in pids)]
+    lines.append("|---|" + "---:|" * len(with_prefill))
+    for pid in pids:
+        cells = []
+        for m in with_prefill:
+            x = by_prompt[pid].get(m)
+            if x is None or x["prefill"] is None:
+                cells.append("-")
+                continue
+            n = prompt_tokens[pid] - (x["reused"] or 0)
+            cells.append(f"{n} / {1000 * x['prefill'] / n:.1f}" if n else "0 / -")
+        lines.append(f"| {pid} | " + " | ".join(cells) + " |")
     off = [m for m in drafting if m.endswith("/noreuse")]
     for m in off:
         on = m[: -len("/noreuse")]
