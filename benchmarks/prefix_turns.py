@@ -104,8 +104,8 @@ def _closed_loop(by_prompt: dict, prompt_tokens: dict, methods: list[str]) -> li
              "last token); appended = the rest of the prompt (tool observation, chat-template tokens); not reused = "
              "reusable positions lost where the method's previous output parted from greedy's.", "",
              "| method | first prompts | appended | not reused (requests after a diverged output) | prefilled | "
-             "ms per prefilled token | prefill share | floor: first prompts + appended only |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "ms per prefilled token | ms per decoded token | prefill share | floor: first prompts + appended only |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for m in on:
         first = appended = lost = 0
         diverged = []
@@ -130,7 +130,8 @@ def _closed_loop(by_prompt: dict, prompt_tokens: dict, methods: list[str]) -> li
         per = pre / filled if filled else 0.0
         floor = (first + appended) * per
         lines.append(f"| {m} | {first} | {appended} | {lost} ({', '.join(diverged) or 'none'}) | {filled} | "
-                     f"{1000 * per:.1f} | {pre / wall:.0%} | {floor / (wall - pre + floor):.0%} |")
+                     f"{1000 * per:.1f} | {1000 * (wall - pre) / sum(x['tokens'] for x in rows):.1f} | "
+                     f"{pre / wall:.0%} | {floor / (wall - pre + floor):.0%} |")
     return lines
 
 
