@@ -2,6 +2,9 @@
 
     python benchmarks/long_run.py --part requests --requests 1000 --request-tokens 8 \
         --out benchmarks/results/long-run/smollm2-135m-fp32.json
+    # the prefix cache held to a small byte budget, so that it binds: its bytes and RSS per request
+    python benchmarks/long_run.py --part requests --requests 1000 --request-tokens 8 --prefix-bytes 33554432 \
+        --out benchmarks/results/long-run/smollm2-135m-fp32-prefix-32mib.json
     python benchmarks/long_run.py --part long --tokens 10000 \
         --out benchmarks/results/long-run/smollm2-135m-fp32.json
     # the memory yardstick: 3,000 tokens with and without retrodraft, each in a fresh process
@@ -37,6 +40,7 @@ import psutil
 import torch
 
 from retrodraft import RetroDraft, models
+from retrodraft.bench.data import data_dir
 from retrodraft.drafters import DRAFTERS, make_drafter
 
 
@@ -112,17 +116,19 @@ def _step_times(stamps: list[float], committed: list[int], window: int) -> tuple
     return float(np.mean(step_t[:w])), float(np.mean(step_t[-w:]))
 
 
-def _make_assistant(small_tables: int) -> RetroDraft:
+def _make_assistant(small_tables: int, prefix_bytes: int | None = None) -> RetroDraft:
     names = ["recycling", "lookup", "stand", "aded"] + (["history"] if "history" in DRAFTERS else [])
     drafters = [make_drafter(n, max_bytes=small_tables) if n in ("stand", "aded") else make_drafter(n)
                 for n in names]
-    return RetroDraft(drafters=drafters)
+    return RetroDraft(drafters=drafters) if prefix_bytes is None else RetroDraft(drafters=drafters,
+                                                                                 prefix_cache=prefix_bytes)
 
 
 def run_requests(model, encode, questions: list[str], args) -> dict:
     """``args.requests`` consecutive requests on one assistant, cycling through ``questions``."""
-    assistant = _make_assistant(args.table_bytes)
+    assistant = _make_assistant(args.table_bytes, args.prefix_bytes)
     rss_trace, walls, mats, step_s = [], [], [], []
+    per_request = []  # with --prefix-bytes: (request, prefix store bytes, rss MB, positions reused)
     rss0 = _rss_mb()
     for r in range(args.requests):
         ids = encode(questions[r % len(questions)])
@@ -132,6 +138,9 @@ def run_requests(model, encode, questions: list[str], args) -> dict:
         st = assistant.stats
         mats.append(st.mean_accepted)
         step_s.append((st.draft_s + st.verify_s + st.bookkeeping_s) / max(st.steps, 1))
+        if args.prefix_bytes is not None:
+            store = assistant.prefix_cache
+            per_request.append((r, 0 if store is None else store.nbytes, _rss_mb(), st.prefix_reused))
         if r % 50 == 0 or r == args.requests - 1:
             rss_trace.append((r, _rss_mb()))
             print(f"request {r}: rss {rss_trace[-1][1]:.0f} MB, wall {walls[-1]:.3f} s", flush=True)
@@ -143,8 +152,16 @@ def run_requests(model, encode, questions: list[str], args) -> dict:
         same = {"request_s_first_cycle": float(np.mean(walls[:period])),
                 "request_s_last_cycle": float(np.mean(walls[(cycles - 1) * period: cycles * period])),
                 "cycle_prompts": period}
+    prefix = {}
+    if args.prefix_bytes is not None:
+        stored = [b for _, b, _, _ in per_request]
+        prefix = {"prefix_bytes": args.prefix_bytes, "prefix_store_max_bytes": max(stored),
+                  "prefix_within_budget": all(b <= args.prefix_bytes for b in stored),
+                  "prefix_reused_total": int(sum(x for *_, x in per_request)),
+                  "prefix_requests_reusing": sum(1 for *_, x in per_request if x > 0),
+                  "per_request": {"columns": ["request", "store_bytes", "rss_mb", "reused"], "rows": per_request}}
     return {
-        "requests": args.requests, "new_tokens_each": args.request_tokens,
+        "requests": args.requests, "new_tokens_each": args.request_tokens, **prefix,
         "rss_start_mb": rss0, "rss_end_mb": _rss_mb(), "peak_rss_mb": _peak_rss_mb(),
         "rss_by_request": rss_trace,
         "request_s_first_100": float(np.mean(walls[:w])), "request_s_last_100": float(np.mean(walls[-w:])),
@@ -197,6 +214,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=1000, help="consecutive requests")
     ap.add_argument("--request-tokens", type=int, default=8, help="new tokens per request")
     ap.add_argument("--table-bytes", type=int, default=4 * 2**20, help="max_bytes of stand and aded")
+    ap.add_argument("--prefix-bytes", type=int, default=None,
+                    help="the prefix cache's byte budget (default: the library's), recorded per request with the "
+                         "resident memory; 0 turns it off")
     ap.add_argument("--part", choices=["both", "requests", "long", "long-plain"], default="both",
                     help="run one part only; a fresh process per part keeps each part's RSS figures clean "
                          "(the other parts' figures already in --out are kept); long-plain: the long call "
@@ -207,7 +227,7 @@ def main() -> None:
     torch.manual_seed(0)
     model, tok = models.load(args.model, dtype=args.dtype)
     questions = [json.loads(line)["turns"][0] for line in
-                 Path(__file__).parent.joinpath("data/spec_bench/question.jsonl").read_text().splitlines()]
+                 (data_dir() / "spec_bench" / "question.jsonl").read_text().splitlines()]
 
     def encode(text: str) -> torch.Tensor:
         return tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,

@@ -26,7 +26,8 @@ def summarize(results: dict) -> str:
         t = r["turns"][0]
         s = t.get("stats") or {}
         by_prompt[r["prompt_id"]][r["method"]] = {"wall": t["wall_s"], "prefill": s.get("prefill_s"),
-                                                  "reused": s.get("prefix_reused"), "tokens": t["new_tokens"]}
+                                                  "reused": s.get("prefix_reused"), "tokens": t["new_tokens"],
+                                                  "out": t.get("tokens")}
         prompt_tokens[r["prompt_id"]] = t["prompt_tokens"]
     methods = list(dict.fromkeys(r["method"] for r in results["records"]))
     drafting = [m for m in methods if m != "greedy"]
@@ -58,6 +59,23 @@ def summarize(results: dict) -> str:
         has = any(by_prompt[p][m]["prefill"] is not None for p in pids if m in by_prompt[p])
         lines.append(f"| {m} | {tokens} | {wall:.1f} | {tps:.2f} | {speed} | {pre:.1f} | "
                      + (f"{pre / wall:.0%} | {later:.1f} |" if has else "- | - |"))
+    lines += ["", "Prefilled = prompt tokens minus reused ones, the tokens each call ran through the model before "
+              "decoding:", "", "| request | " + " | ".join(f"{m}: prefilled / ms per prefilled token" for m in drafting
+                                                           if any(by_prompt[p].get(m, {}).get("prefill") is not None
+                                                                  for p in pids)) + " |"]
+    with_prefill = [m for m in drafting if any(by_prompt[p].get(m, {}).get("prefill") is not None for p in pids)]
+    lines.append("|---|" + "---:|" * len(with_prefill))
+    for pid in pids:
+        cells = []
+        for m in with_prefill:
+            x = by_prompt[pid].get(m)
+            if x is None or x["prefill"] is None:
+                cells.append("-")
+                continue
+            n = prompt_tokens[pid] - (x["reused"] or 0)
+            cells.append(f"{n} / {1000 * x['prefill'] / n:.1f}" if n else "0 / -")
+        lines.append(f"| {pid} | " + " | ".join(cells) + " |")
+    lines += _closed_loop(by_prompt, prompt_tokens, with_prefill)
     off = [m for m in drafting if m.endswith("/noreuse")]
     for m in off:
         on = m[: -len("/noreuse")]
@@ -65,6 +83,56 @@ def summarize(results: dict) -> str:
             lines.append(f"\nPrefill of turns 2+: {totals[m][3]:.1f} s with the prefix cache off ({m}), "
                          f"{totals[on][3]:.1f} s with it on ({on}): {totals[m][3] / totals[on][3]:.1f}x less.")
     return "\n".join(lines) + "\n"
+
+
+def _closed_loop(by_prompt: dict, prompt_tokens: dict, methods: list[str]) -> list[str]:
+    """Where the prefill of an ``agent-loop`` run goes, per method with the prefix cache on.
+
+    A closed-loop request resends the previous request's prompt and greedy's reply, so the prefix
+    cache could hold ``reusable`` = previous prompt + previous output - 1 positions (the cache keeps
+    every token but the last); the rest of the prompt (``appended``: the tool observation and the
+    chat template's tokens) must be prefilled by any method. ``not reused`` = reusable - reused: the
+    positions lost where the method's own previous output parted from greedy's (bfloat16 near-ties)
+    or the store evicted the entry. The floor is the prefill share if only the first prompt and
+    the appended tokens were prefilled, at the method's own mean seconds per prefilled token.
+    """
+    pids = [p for p in by_prompt if p.startswith("agent-loop/")]
+    on = [m for m in methods if not m.endswith("/noreuse")]
+    if not pids or not on or any("greedy" not in by_prompt[p] for p in pids):
+        return []
+    lines = ["", "Closed loop (agent-loop): reusable = the previous request's prompt and greedy's reply (minus the "
+             "last token); appended = the rest of the prompt (tool observation, chat-template tokens); not reused = "
+             "reusable positions lost where the method's previous output parted from greedy's.", "",
+             "| method | first prompts | appended | not reused (requests after a diverged output) | prefilled | "
+             "ms per prefilled token | ms per decoded token | prefill share | floor: first prompts + appended only |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for m in on:
+        first = appended = lost = 0
+        diverged = []
+        prev = None
+        for pid in pids:
+            x = by_prompt[pid].get(m)
+            if x is None or x["prefill"] is None:
+                return []
+            episode = pid.rsplit("/", 1)[0]
+            if prev is None or prev[0] != episode:
+                first += prompt_tokens[pid] - (x["reused"] or 0)
+            else:
+                reusable = min(prompt_tokens[pid] - 1, prompt_tokens[prev[1]] + by_prompt[prev[1]]["greedy"]["tokens"] - 1)
+                appended += prompt_tokens[pid] - reusable
+                lost += reusable - (x["reused"] or 0)
+                if by_prompt[prev[1]][m]["out"] != by_prompt[prev[1]]["greedy"]["out"] and reusable > (x["reused"] or 0):
+                    diverged.append(pid.rsplit("/", 1)[1])
+            prev = (episode, pid)
+        rows = [by_prompt[p][m] for p in pids]
+        pre, wall = sum(x["prefill"] for x in rows), sum(x["wall"] for x in rows)
+        filled = sum(prompt_tokens[p] - (by_prompt[p][m]["reused"] or 0) for p in pids)
+        per = pre / filled if filled else 0.0
+        floor = (first + appended) * per
+        lines.append(f"| {m} | {first} | {appended} | {lost} ({', '.join(diverged) or 'none'}) | {filled} | "
+                     f"{1000 * per:.1f} | {1000 * (wall - pre) / sum(x['tokens'] for x in rows):.1f} | "
+                     f"{pre / wall:.0%} | {floor / (wall - pre + floor):.0%} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

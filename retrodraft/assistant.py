@@ -389,12 +389,16 @@ class RetroDraft:
 
     def _sizer_from(self, state: dict) -> TreeSizer:
         """A tree sizer with the saved calibration, on this assistant's cost curve if it has one,
-        else on the curve the calibration was learnt under (replaced on a call with another model)."""
+        else on the curve the calibration was learnt under, every context of it (a state saved before
+        contexts were kept has its first context only); replaced on a call with another model."""
         cost = self.cost
         if cost is None:
             try:
+                contexts, grid = state.get("cost_contexts"), state.get("cost_grid")
+                if (contexts is None) != (grid is None):
+                    raise ConfigError("it has cost_contexts or cost_grid without the other")
                 cost = CostModel(state["cost_sizes"], state["cost_seconds"], str(state.get("cost_key", "")),
-                                 str(state.get("cost_device", "")))
+                                 str(state.get("cost_device", "")), contexts=contexts, grid=grid)
             except (KeyError, ConfigError, ValueError) as e:
                 raise StateError(f"the saved tree-sizer cost curve is invalid ({e}).") from None
         hits = state.get("hits")

@@ -39,10 +39,10 @@ import threading
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import numba
 import numpy as np
 
 from .errors import ConfigError
+from .jit import njit
 
 __all__ = ["SuffixAutomaton", "Arrays", "Match", "SEP", "BYTES_PER_TOKEN"]
 
@@ -102,7 +102,7 @@ def _arrays(cap: int) -> Arrays:
 
 
 # ---------------------------------------------------------------------------------------- kernels
-@numba.njit(cache=True, inline="always")
+@njit(inline="always")
 def _slot(v, c, size):
     h = np.uint64(v) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(c & 0xFFFFFFFF) * np.uint64(0xC2B2AE3D27D4EB4F)
     h ^= h >> np.uint64(29)
@@ -110,7 +110,7 @@ def _slot(v, c, size):
     return np.int64(((h >> np.uint64(32)) * np.uint64(size)) >> np.uint64(32))
 
 
-@numba.njit(cache=True)
+@njit
 def _find(a, v, c):
     """The edge index of transition (v, c), or -1."""
     size = a.table.shape[0]
@@ -126,7 +126,7 @@ def _find(a, v, c):
             s = 0
 
 
-@numba.njit(cache=True)
+@njit
 def _insert(a, e):
     size = a.table.shape[0]
     s = _slot(a.e_from[e], a.e_tok[e], size)
@@ -137,7 +137,7 @@ def _insert(a, e):
     a.table[s] = e + 1
 
 
-@numba.njit(cache=True)
+@njit
 def _add_edge(a, v, c, to):
     e = a.meta[_NEDGES]
     a.meta[_NEDGES] = e + 1
@@ -149,7 +149,7 @@ def _add_edge(a, v, c, to):
     _insert(a, e)
 
 
-@numba.njit(cache=True)
+@njit
 def _append(a, src, count_walk):
     """Append ``src`` (int tokens) to the automaton; capacity was checked by the caller.
 
@@ -217,7 +217,7 @@ def _append(a, src, count_walk):
             meta[_DIRTY] = 1
 
 
-@numba.njit(cache=True)
+@njit
 def _recount(a):
     """Exact occurrence counts: own ends summed up the suffix-link tree, longest states first."""
     slen, link, cnt, order = a.slen, a.link, a.cnt, a.order
@@ -245,14 +245,14 @@ def _recount(a):
     a.meta[_DIRTY] = 0
 
 
-@numba.njit(cache=True)
+@njit
 def _rehash(a):
     a.table[:] = 0
     for e in range(a.meta[_NEDGES]):
         _insert(a, e)
 
 
-@numba.njit(cache=True)
+@njit
 def _match(a, ctx, start):
     """(state, length) of the longest suffix of ``ctx[start:]`` that occurred with a next token.
 
@@ -282,7 +282,7 @@ def _match(a, ctx, start):
     return v, length
 
 
-@numba.njit(cache=True)
+@njit
 def _children(a, v, out_tok, out_cnt):
     n = 0
     f = a.head[v]
@@ -295,7 +295,7 @@ def _children(a, v, out_tok, out_cnt):
     return n
 
 
-@numba.njit(cache=True)
+@njit
 def _find_near(a, pattern, lo, hi):
     """The first s in [lo, hi) with ``tok[s:s+m] == pattern`` and a token after it; -1 if none."""
     m = pattern.shape[0]

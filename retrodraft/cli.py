@@ -286,10 +286,13 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     _add_model_args(p)
     p.add_argument("--suite", default="spec-bench,humaneval",
                    help="comma list: spec-bench, humaneval, humaneval-chat, squad-rag, one Spec-Bench category, "
-                        "or the sequence suites refactor, json, agent (default: %(default)s)")
+                        "or the sequence suites refactor, json, agent, agent-loop (agent's episodes resending the "
+                        "model's own replies: greedy's output of the earlier turns in this run, cut at "
+                        "--max-new-tokens, with the recorded tool observations; needs greedy) "
+                        "(default: %(default)s)")
     p.add_argument("--per-category", type=_int_in(1), default=10, help="prompts per category (default: %(default)s)")
     p.add_argument("--requests", type=_int_in(1), default=None,
-                   help="requests of each sequence suite: refactor, json, agent (default: all)")
+                   help="requests of each sequence suite: refactor, json, agent, agent-loop (default: all)")
     p.add_argument("--humaneval", type=_int_in(1), default=None, help="HumanEval prompts (default: --per-category)")
     p.add_argument("--methods", default="greedy,pld,retrodraft:default", help="comma list (default: %(default)s)")
     p.add_argument("--sweep", type=_int_list(0, 1024), default=None,

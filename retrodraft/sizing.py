@@ -105,9 +105,13 @@ class TreeSizer:
     # ------------------------------------------------------------------ saved state
     def state(self) -> dict:
         """The calibration learnt so far (``hits``, ``seen``: ``(bins,)`` float64) and the cost
-        curve it was learnt under (``cost_sizes``, ``cost_seconds``, ``cost_key``, ``cost_device``)."""
+        curve it was learnt under, every context of it: ``cost_sizes`` ``(k,)``, ``cost_seconds``
+        ``(k,)`` (the first context's row), ``cost_contexts`` ``(m,)``, ``cost_grid`` ``(m, k)``,
+        ``cost_key``, ``cost_device``."""
         return {"hits": self._hits, "seen": self._seen, "cost_sizes": np.asarray(self.cost.sizes, np.int64),
-                "cost_seconds": np.asarray(self.cost.seconds, np.float64), "cost_key": self.cost.key,
+                "cost_seconds": np.asarray(self.cost.seconds, np.float64),
+                "cost_contexts": np.asarray(self.cost.contexts, np.float64),
+                "cost_grid": np.asarray(self.cost.grid, np.float64), "cost_key": self.cost.key,
                 "cost_device": self.cost.device}
 
     def load_state(self, d: dict) -> None:

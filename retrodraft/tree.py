@@ -25,14 +25,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-import numba
 import numpy as np
 import torch
+
+from .jit import njit
 
 __all__ = ["DraftTree"]
 
 
-@numba.njit(cache=True)
+@njit
 def _ancestors(parents: np.ndarray) -> np.ndarray:
     # anc[i, j] is True iff j is i or an ancestor of i; valid because parent[i] < i.
     n = parents.shape[0]
@@ -318,7 +319,7 @@ class DraftTree:
         return DraftTree(self.tokens, self.parents, self.depths, scores, self.proposals, self.origins)
 
 
-@numba.njit(cache=True)
+@njit
 def _dedup_kernel(tokens, parents, scores, origins, out_tok, out_par, out_dep, out_sc, out_org, new):
     # Walks nodes in order; new[i] is node i's index in the output or -1 if dropped.
     # A node equal (same parent, same token) to an earlier kept sibling folds into it

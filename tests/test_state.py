@@ -250,3 +250,20 @@ def test_state_info_cli(saved, tmp_path, capsys):
     assert main(["state", "info", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "corrupted" in err
+
+
+def test_a_saved_sizer_keeps_every_context_of_its_cost_curve(model, tok, tmp_path):
+    sizes, contexts = np.array([1, 8, 64]), np.array([256.0, 4096.0])
+    grid = np.array([[1.0, 1.1, 2.0], [3.0, 9.0, 40.0]]) * 1e-3
+    curve = CostModel(sizes, grid[0], "tiny", "cpu", contexts=contexts, grid=grid)
+    a = RetroDraft(drafters=["lookup"], cost=curve)
+    _generate(model, a, PROMPTS[0])
+    loaded = RetroDraft.load(a.save(tmp_path / "s", tok), tok)  # no cost given: the saved curve
+    got = loaded.sizer.cost
+    assert np.array_equal(got.contexts, contexts) and np.array_equal(got.grid, grid)
+    assert got.seconds_for(8, 4096) == curve.seconds_for(8, 4096) > curve.seconds_for(8, 256)
+    # a state saved before the contexts were kept loads with its first context only
+    old = {k: v for k, v in a.sizer.state().items() if k not in ("cost_contexts", "cost_grid")}
+    assert np.array_equal(loaded._sizer_from(old).cost.grid, grid[:1])
+    with pytest.raises(StateError, match="cost curve is invalid"):
+        loaded._sizer_from({**old, "cost_grid": grid})

@@ -6,7 +6,7 @@
     retrodraft bench --model qwen2.5-coder-1.5b --dtype bfloat16 --suite refactor,json,agent \
         --max-new-tokens 512 --methods greedy,pld,suffix,retrodraft:default --out benchmarks/results/NAME
 
-``refactor``, ``json`` and ``agent`` are sequence suites: one persistent assistant per method
+``refactor``, ``json``, ``agent`` and ``agent-loop`` are sequence suites: one persistent assistant per method
 answers their requests in order, and the report plots speedup and MAT against the request index.
 ``suffix`` is SuffixDecoding's own implementation as a drafter under retrodraft's verifier
 (:mod:`.peers`); without arctic-inference installed it is skipped with the install command.

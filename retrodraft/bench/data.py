@@ -1,5 +1,5 @@
 """Benchmark prompts: Spec-Bench (six categories), HumanEval, SQuAD RAG, and the sequence suites
-``refactor``, ``json`` and ``agent``, as chat or completion prompts.
+``refactor``, ``json``, ``agent`` and ``agent-loop``, as chat or completion prompts.
 
 The data ships inside the package, in ``retrodraft/bench/suites/`` (package data, read with
 :mod:`importlib.resources`, so an installed wheel finds it; its README gives sources and licences).
@@ -20,19 +20,19 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import RetroDraftError
+from ..errors import ConfigError, RetroDraftError
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable
 
 __all__ = ["Prompt", "SPEC_BENCH_CATEGORIES", "SEQUENCE_SUITES", "data_dir", "spec_bench", "humaneval", "squad_rag",
-           "refactor", "json_extraction", "agent", "load_suite"]
+           "refactor", "json_extraction", "agent", "agent_loop", "with_own_replies", "load_suite"]
 
 #: Spec-Bench's six task groups; MT-bench's eight categories form "multi-turn".
 SPEC_BENCH_CATEGORIES = ("multi-turn", "translation", "summarization", "qa", "math_reasoning", "rag")
 _MT_BENCH = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
 #: Suites whose requests run in order on one persistent assistant (state reset when one starts).
-SEQUENCE_SUITES = ("refactor", "json", "agent")
+SEQUENCE_SUITES = ("refactor", "json", "agent", "agent-loop")
 
 
 class DataError(RetroDraftError, FileNotFoundError):
@@ -199,11 +199,54 @@ def agent(n: int | None = None) -> list[Prompt]:
     return out[:n]
 
 
+def agent_loop(n: int | None = None) -> list[Prompt]:
+    """The ``agent`` episodes as a closed loop: the assistant messages of a request's earlier turns
+    are the model's own replies (greedy's output of those requests in the same run), not the
+    scripted ones; the tool observations stay the recorded ones.
+
+    The prompts returned still hold the scripted replies; ``meta["own_replies"]`` lists, in order,
+    the ids of the requests whose greedy output replaces each assistant message, and the runner
+    fills them in with :func:`with_own_replies` just before the request runs (greedy has run every
+    earlier request by then). A real agent loop resends its own replies, so a prefix cache that
+    stores prompt *and* output reuses the whole previous turn; the scripted ``agent`` suite never can.
+    """
+    out = agent(n)
+    for p in out:
+        p.id = "agent-loop/" + p.id.removeprefix("agent/")
+        p.category = p.sequence = "agent-loop"
+        p.meta["own_replies"] = [f"agent-loop/{p.meta['episode']}/{t}" for t in range(p.meta["turn"])]
+    return out
+
+
+def with_own_replies(prompt: Prompt, replies: dict[str, str]) -> Prompt:
+    """``prompt`` with its assistant messages replaced by ``replies[id]`` for the ids of
+    ``prompt.meta["own_replies"]``, in order (see :func:`agent_loop`); a prompt without them is
+    returned as is.
+
+    Raises:
+        ConfigError: a reply is missing (greedy did not run that request).
+    """
+    ids = prompt.meta.get("own_replies") or []
+    if not ids:
+        return prompt
+    missing = [i for i in ids if i not in replies]
+    if missing:
+        raise ConfigError(f"{prompt.id} is built from greedy's replies to {', '.join(missing)}, which did not run: "
+                          "the agent-loop suite needs the method greedy, run on every request in order.")
+    own = iter(replies[i] for i in ids)
+    messages = [{"role": "assistant", "content": next(own)} if m["role"] == "assistant" else dict(m)
+                for m in prompt.messages]
+    if next(own, None) is not None:
+        raise DataError(f"{prompt.id} has fewer assistant messages than own_replies ({len(ids)})")
+    return Prompt(id=prompt.id, category=prompt.category, turns=prompt.turns, chat=prompt.chat, meta=prompt.meta,
+                  messages=messages, sequence=prompt.sequence, index=prompt.index)
+
+
 def load_suite(suites: list[str], per_category: int, humaneval_n: int | None = None,
                requests: int | None = None) -> list[Prompt]:
     """Prompts for ``--suite`` names: ``spec-bench``, ``humaneval``, ``humaneval-chat``,
     ``squad-rag``, one Spec-Bench category (e.g. ``rag``), or a sequence suite (``refactor``,
-    ``json``, ``agent``: all their requests, or the first ``requests``)."""
+    ``json``, ``agent``, ``agent-loop``: all their requests, or the first ``requests``)."""
     out: list[Prompt] = []
     n_he = humaneval_n if humaneval_n is not None else per_category
     for s in suites:
@@ -223,9 +266,12 @@ def load_suite(suites: list[str], per_category: int, humaneval_n: int | None = N
             out += json_extraction(requests)
         elif s == "agent":
             out += agent(requests)
+        elif s == "agent-loop":
+            out += agent_loop(requests)
         else:
             raise DataError(
-                f"unknown suite {s!r}; use spec-bench, humaneval, humaneval-chat, squad-rag, refactor, json, agent "
+                f"unknown suite {s!r}; use spec-bench, humaneval, humaneval-chat, squad-rag, refactor, json, agent, "
+                f"agent-loop "
                 f"or one of {', '.join(SPEC_BENCH_CATEGORIES)}"
             )
     return out

@@ -10,6 +10,11 @@ Sequence suites (``Prompt.sequence``): every method's state is reset when a sequ
 kept from request to request, so each request's record (``sequence``, ``index``) traces how a
 method learns along the sequence - the learning curve of the report.
 
+Closed-loop prompts (the ``agent-loop`` suite, ``Prompt.meta["own_replies"]``) are completed just
+before they run with greedy's decoded output of the earlier requests they name: every method finishes
+a request before the next one starts, so greedy's replies exist by then, and every method sees the
+same prompt. Such a suite needs ``greedy`` among the methods.
+
 Results are written after every prompt, so an interrupted run keeps what it measured.
 """
 
@@ -27,8 +32,9 @@ from pathlib import Path
 import torch
 
 from ..cost import cpu_name
+from ..errors import ConfigError
 from ..paths import write_json_atomic
-from .data import Prompt
+from .data import Prompt, with_own_replies
 from .methods import Method
 
 __all__ = ["RunConfig", "run", "environment", "encode_prompt"]
@@ -176,8 +182,17 @@ def environment(config: RunConfig, model) -> dict:
 
 def run(config: RunConfig, prompts: list[Prompt], model, tok, methods: list[Method], out_dir: Path,
         progress: bool = True) -> dict:
-    """Measure ``methods`` on ``prompts``; write and return the raw results."""
+    """Measure ``methods`` on ``prompts``; write and return the raw results.
+
+    Raises:
+        ConfigError: a closed-loop prompt (``agent-loop``) without ``greedy`` among ``methods``.
+    """
     from tqdm.auto import tqdm
+
+    closed = [p.id for p in prompts if p.meta.get("own_replies")]
+    if closed and "greedy" not in [m.name for m in methods]:
+        raise ConfigError(f"{closed[0]} is built from greedy's own replies to earlier requests (the agent-loop "
+                          "suite): add greedy to the methods.")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     gen_kwargs: dict = {"max_new_tokens": config.max_new_tokens}
@@ -195,7 +210,9 @@ def run(config: RunConfig, prompts: list[Prompt], model, tok, methods: list[Meth
         run_prompt(model, tok, warm, m, {**gen_kwargs, "max_new_tokens": 8})
 
     bar = tqdm(total=len(prompts) * len(methods), disable=not progress, unit="run", desc="bench")
+    replies: dict[str, str] = {}  # prompt id -> greedy's decoded output (last turn)
     for i, prompt in enumerate(prompts):
+        prompt = with_own_replies(prompt, replies)
         order = methods[i % len(methods):] + methods[: i % len(methods)]
         starts_sequence = prompt.sequence is not None and (i == 0 or prompts[i - 1].sequence != prompt.sequence)
         for m in order:
@@ -204,7 +221,10 @@ def run(config: RunConfig, prompts: list[Prompt], model, tok, methods: list[Meth
             if config.temperature > 0:
                 torch.manual_seed(config.seed + i)
             bar.set_postfix_str(f"{prompt.category} {m.name}")
-            results["records"].append(run_prompt(model, tok, prompt, m, gen_kwargs))
+            record = run_prompt(model, tok, prompt, m, gen_kwargs)
+            results["records"].append(record)
+            if m.name == "greedy":
+                replies[prompt.id] = tok.decode(record["turns"][-1]["tokens"], skip_special_tokens=True)
             bar.update(1)
         results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         _write(results, out_dir / "results.json")

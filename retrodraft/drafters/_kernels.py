@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba
 import numpy as np
 
+from ..jit import njit
 from ..tree import DraftTree
 
 __all__ = ["TreeBuffers", "tree_buffers", "grown", "to_tree", "discount", "init_root", "add_node", "sort_desc",
@@ -68,13 +68,13 @@ def to_tree(buf: TreeBuffers, m: int, proposals: dict | None = None) -> DraftTre
                      proposals or {})
 
 
-@numba.njit(cache=True, inline="always")
+@njit(inline="always")
 def discount(p, shrink):
     """Acceptance estimate of a candidate stored with probability ``p``: ``p / (1 + shrink * p)``."""
     return p / (1.0 + shrink * p)
 
 
-@numba.njit(cache=True)
+@njit
 def init_root(buf, root):
     """Node 0 = ``root`` (no parent, depth 0, score 1)."""
     buf.tokens[0] = root
@@ -83,7 +83,7 @@ def init_root(buf, root):
     buf.scores[0] = 1.0
 
 
-@numba.njit(cache=True)
+@njit
 def add_node(buf, m, parent, token, score):
     """Node ``m`` = ``token`` below ``parent`` with path score ``score``."""
     buf.tokens[m] = token
@@ -92,7 +92,7 @@ def add_node(buf, m, parent, token, score):
     buf.scores[m] = score
 
 
-@numba.njit(cache=True)
+@njit
 def sort_desc(tok, w, m):
     """Sort ``tok[:m]``, ``w[:m]`` (1-D views) by weight, heaviest first; ties keep their order."""
     for i in range(1, m):
@@ -106,7 +106,7 @@ def sort_desc(tok, w, m):
         w[j + 1] = x
 
 
-@numba.njit(cache=True)
+@njit
 def keep_top(w, ids, kept, weight, ident):
     """Offer ``(weight, ident)`` to the ``kept`` heaviest so far, ``w[:kept]`` descending, at most
     ``len(w)`` of them; returns the new count. Equal weights keep their arrival order."""
@@ -124,13 +124,13 @@ def keep_top(w, ids, kept, weight, ident):
     return kept
 
 
-@numba.njit(cache=True)
+@njit
 def _heap_before(h_sc, h_id, i, j):
     # max-heap on score; equal scores: the smaller id (pushed earlier) first, for determinism
     return h_sc[i] > h_sc[j] or (h_sc[i] == h_sc[j] and h_id[i] < h_id[j])
 
 
-@numba.njit(cache=True)
+@njit
 def heap_push(h_sc, h_id, size, score, ident):
     """Push ``(score, ident)`` onto the heap ``h_sc[:size]``, ``h_id[:size]``; returns the new size."""
     i = size
@@ -146,7 +146,7 @@ def heap_push(h_sc, h_id, size, score, ident):
     return size + 1
 
 
-@numba.njit(cache=True)
+@njit
 def heap_pop(h_sc, h_id, size):
     """Remove the top (highest score, then smallest id; read it at index 0 first); returns the new size."""
     size -= 1
@@ -169,7 +169,7 @@ def heap_pop(h_sc, h_id, size):
     return size
 
 
-@numba.njit(cache=True)
+@njit
 def shift_in(hist, dst, src, token):
     """``hist[dst]`` = the last ``N`` tokens of ``hist[src]`` followed by ``token`` (``hist (n, N)``)."""
     big_n = hist.shape[1]
@@ -178,14 +178,14 @@ def shift_in(hist, dst, src, token):
     hist[dst, big_n - 1] = token
 
 
-@numba.njit(cache=True)
+@njit
 def last_token_row(table, hist_row):
     """Row lookup of a matrix indexed by token (``table = (rows,)``): the last token's row or -1."""
     t = hist_row[hist_row.shape[0] - 1]
     return t if 0 <= t < table[0] else -1
 
 
-@numba.njit(cache=True)
+@njit
 def fill_template(row_of, table, rows, tail, tpl, shrink, hist, buf):
     """Fill a rank-path template breadth-first from candidate rows; returns the node count.
 

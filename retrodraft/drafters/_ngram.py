@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba
 import numpy as np
 
 from ..errors import ConfigError
+from ..jit import njit
 from ._kernels import sort_desc
 
 __all__ = ["NgramTable", "NgramArrays", "context_hash", "find", "claim", "sort_row", "longest_row"]
@@ -27,7 +27,7 @@ PROBE = 16  # slots searched per key before evicting
 PAD = -2  # history slots before the start of the text
 
 
-@numba.njit(cache=True, inline="always")
+@njit(inline="always")
 def context_hash(hist, end, n):
     """64-bit hash of ``hist[end - n:end]`` and ``n``; never 0 (0 marks an empty slot)."""
     h = np.uint64(0xCBF29CE484222325) ^ np.uint64(n)
@@ -40,7 +40,7 @@ def context_hash(hist, end, n):
     return h
 
 
-@numba.njit(cache=True)
+@njit
 def find(keys, h):
     """Slot of key ``h`` or -1."""
     mask = np.int64(keys.shape[0] - 1)
@@ -65,7 +65,7 @@ class NgramArrays(NamedTuple):
     count: np.ndarray
 
 
-@numba.njit(cache=True)
+@njit
 def claim(tab, h, now):
     """Slot for key ``h``: its own, an empty one, or the stalest in the probe window (cleared)."""
     keys, tok, w, stamp, count = tab.keys, tab.tok, tab.w, tab.stamp, tab.count
@@ -92,13 +92,13 @@ def claim(tab, h, now):
     return victim
 
 
-@numba.njit(cache=True)
+@njit
 def sort_row(tok, w, s):
     """Order row ``s`` by weight, descending."""
     sort_desc(tok[s], w[s], tok.shape[1])
 
 
-@numba.njit(cache=True)
+@njit
 def longest_row(table, hist_row):
     """Slot of the longest known context ending ``hist_row`` (order >= ``n_min``), or -1.
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import numba
 import numpy as np
 
 from ..errors import ConfigError
+from ..jit import njit
 from ..tree import DraftTree
 from ._kernels import add_node, discount, grown, init_root, to_tree, tree_buffers
 from ._ngram import PAD, NgramTable, claim, context_hash, find, sort_row
@@ -33,7 +33,7 @@ from .base import Drafter, Outcome, Request
 __all__ = ["Aded"]
 
 
-@numba.njit(cache=True)
+@njit
 def _add(tab, s, t, amount, rule):
     """Decay row ``s`` then add ``amount`` to successor ``t`` (replacing the lightest if new);
     ``rule = (decay, cap)``: a weight saturates at ``cap``."""
@@ -53,7 +53,7 @@ def _add(tab, s, t, amount, rule):
     sort_row(tok, w, s)
 
 
-@numba.njit(cache=True)
+@njit
 def _count_text(tab, ids, start, rule, now):
     """Count the tri-grams (and bigram fall-backs) ending at ``ids[start:]``."""
     two = np.empty(2, np.int64)
@@ -65,7 +65,7 @@ def _count_text(tab, ids, start, rule, now):
             _add(tab, claim(tab, context_hash(two, 2, 2), now), ids[j], 1.0, rule)
 
 
-@numba.njit(cache=True)
+@njit
 def _learn_candidates(tab, prev, cur, top_tok, top_p, scale, rule, now):
     """Add the model's candidates after ``(prev[i], cur[i])`` with weight ``scale * p``."""
     two = np.empty(2, np.int64)
@@ -81,7 +81,7 @@ def _learn_candidates(tab, prev, cur, top_tok, top_p, scale, rule, now):
                     _add(tab, s, top_tok[i, r], scale * top_p[i, r], rule)
 
 
-@numba.njit(cache=True)
+@njit
 def _row(keys, prev, cur):
     two = np.empty(2, np.int64)
     two[0] = prev
@@ -116,13 +116,13 @@ def _search_tree(cap: int, max_depth: int) -> _Search:
                    np.empty(max_depth + 2, i8))
 
 
-@numba.njit(cache=True)
+@njit
 def _new_node(st, i, tok, prev, par, dep, p, sc):
     st.tok[i], st.prev[i], st.par[i], st.dep[i], st.p[i], st.sc[i] = tok, prev, par, dep, p, sc
     st.n[i], st.w[i], st.c0[i], st.cn[i] = 0, 0.0, 0, -1
 
 
-@numba.njit(cache=True)
+@njit
 def _search(tab, prev, root, opts, st, buf):
     """PUCT search from ``root``; writes the ``budget`` most visited nodes, returns the count.
 

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba
 import numpy as np
 
 from ..errors import ConfigError
+from ..jit import njit
 from ..tree import DraftTree
 from ._confidence import confidence
 from ._kernels import add_node, init_root, to_tree, tree_buffers
@@ -37,7 +37,7 @@ from .base import Drafter
 __all__ = ["PromptLookup"]
 
 
-@numba.njit(cache=True)
+@njit
 def _find_matches(context, min_n, max_n, pos, lens):
     """Earlier occurrences of the suffix, most recent first; returns how many.
 
@@ -58,7 +58,7 @@ def _find_matches(context, min_n, max_n, pos, lens):
     return m
 
 
-@numba.njit(cache=True)
+@njit
 def _next(context, e, i):
     # Token i of the continuation after an occurrence ending at e; wraps with period N - e.
     return context[e + i % (context.shape[0] - e)]
@@ -81,7 +81,7 @@ class _Trie(NamedTuple):
     next_sib: np.ndarray  # (nodes,) int64
 
 
-@numba.njit(cache=True)
+@njit
 def _select(context, pos, lens, m, span, weight, sel):
     """Pick up to ``len(sel.pos)`` distinct continuations (``span`` tokens), longest match first.
 
@@ -117,7 +117,7 @@ def _select(context, pos, lens, m, span, weight, sel):
     return s, total
 
 
-@numba.njit(cache=True)
+@njit
 def _build_trie(context, sel, s, total, span, conf, buf, trie):
     """Trie of the ``s`` selected continuations below the root ``context[-1]``; returns its size.
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numba
 import numpy as np
 
 from ..errors import ConfigError, StateError
+from ..jit import njit
 from ..tree import DraftTree
 from ._kernels import fill_template, last_token_row, to_tree, tree_buffers
 from ._state import expect_array
@@ -32,7 +32,7 @@ from .base import Drafter, Outcome, Request
 __all__ = ["TokenRecycling"]
 
 
-@numba.njit(cache=True)
+@njit
 def _write_rows(succ, prob, tokens, order, top_tok, top_prob):
     """``succ[tokens[i]], prob[tokens[i]] = top_tok[i], top_prob[i]`` for ``i`` in ``order``.
 
@@ -50,7 +50,7 @@ def _write_rows(succ, prob, tokens, order, top_tok, top_prob):
             prob[t, r] = top_prob[i, r]
 
 
-@numba.njit(cache=True)
+@njit
 def _estimate(succ, prob, parents, children, out):
     # out[i] = P(children[i] | parents[i]) from the row of parents[i]; 0 if not among its
     # top-k, NaN if the row was never written (nothing known).

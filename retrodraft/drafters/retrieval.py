@@ -23,19 +23,19 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numba
 import numpy as np
 
 from ..errors import ConfigError, IndexMismatchError
 from ..index.corpus import CorpusIndex, retrieve
 from ..index.store import suffix_array
+from ..jit import njit
 from ..tree import DraftTree
 from .base import Drafter, Request
 
 __all__ = ["Retrieval"]
 
 
-@numba.njit(cache=True)
+@njit
 def _rescore(parents, counts, estimate, confidence, miss, out):
     # Path score = product of per-step factors; a step's factor is its count share, combined
     # with the model's own estimate when one is known (NaN = unknown).

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from typing import NamedTuple, Sequence
 
-import numba
 import numpy as np
 
 from ..errors import ConfigError
+from ..jit import njit
 from ..tree import DraftTree
 from ._kernels import add_node, discount, fill_template, grown, init_root, shift_in, sort_desc, to_tree, tree_buffers
 from ._ngram import PAD, NgramTable, claim, context_hash, longest_row
@@ -32,7 +32,7 @@ from .base import Drafter, Outcome, Request
 __all__ = ["Stand"]
 
 
-@numba.njit(cache=True)
+@njit
 def _histories(tail, tokens, parents):
     """``(n, N)`` last ``N`` tokens ending at each node (``tail``: the ``N`` ending at the root)."""
     hist = np.empty((tokens.shape[0], tail.shape[0]), np.int64)
@@ -42,7 +42,7 @@ def _histories(tail, tokens, parents):
     return hist
 
 
-@numba.njit(cache=True)
+@njit
 def _merge_rows(tab, hist, nodes, top_tok, top_p, n_min, max_count, now):
     """Average each node's top-k distribution into its rows of order ``n_min..N``: the old row
     weighs ``c / (c + 1)``, the new one ``1 / (c + 1)``, ``c`` the row's count (capped).
@@ -117,7 +117,7 @@ def _scratch(n: int, big_n: int, k: int, width: int) -> _Scratch:
                     np.full((n, k), -1, np.int64), np.zeros((n, k), np.float32))
 
 
-@numba.njit(cache=True)
+@njit
 def _draft(tab, tail, opts, gumbel, inv_temp, buf, sc):
     """Best-first tree of up to ``budget`` nodes below the root; returns the node count.
 

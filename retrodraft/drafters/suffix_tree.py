@@ -23,11 +23,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba
 import numpy as np
 
 from ..errors import ConfigError
 from ..automaton import SuffixAutomaton
+from ..jit import njit
 from ..tree import DraftTree
 from ._kernels import add_node, grown, heap_pop, heap_push, init_root, keep_top, to_tree, tree_buffers
 
@@ -56,7 +56,7 @@ def _scratch(nodes: int, fanout: int) -> _Scratch:
                     np.empty(nodes + 1, np.int64), np.empty(fanout, np.int64), np.empty(fanout, np.int64))
 
 
-@numba.njit(cache=True)
+@njit
 def _expand(a, root, v0, length, conf, lim, s, buf):
     """Best-first continuation trie below state ``v0`` (``length`` tokens matched) into ``buf``
     with ``root`` at node 0; returns its size. ``lim = (max_depth, max_nodes, max_scan,

@@ -8,13 +8,14 @@ as shorter than any pattern and continue nothing).
 
 from __future__ import annotations
 
-import numba
 import numpy as np
+
+from ..jit import njit
 
 __all__ = ["longest_match", "continuations", "count_trie"]
 
 
-@numba.njit(cache=True, inline="always")
+@njit(inline="always")
 def _cmp(tokens, start, pattern, p0):
     """Compare the suffix at ``start`` with ``pattern[p0:]``: -1 less, 0 pattern is a prefix, 1 greater."""
     n = tokens.shape[0]
@@ -31,7 +32,7 @@ def _cmp(tokens, start, pattern, p0):
     return 0
 
 
-@numba.njit(cache=True)
+@njit
 def _range(tokens, sa, pattern, p0):
     """``[lo, hi)`` of suffix-array rows whose suffix starts with ``pattern[p0:]``."""
     lo, hi = 0, sa.shape[0]
@@ -52,7 +53,7 @@ def _range(tokens, sa, pattern, p0):
     return first, lo
 
 
-@numba.njit(cache=True)
+@njit
 def longest_match(tokens, sa, context, min_len):
     """Longest suffix of ``context`` (at least ``min_len`` long) that occurs in the shard.
 
@@ -69,7 +70,7 @@ def longest_match(tokens, sa, context, min_len):
     return 0, 0, 0
 
 
-@numba.njit(cache=True)
+@njit
 def continuations(tokens, sa, lo, hi, skip, depth, max_matches):
     """``(k, depth)`` int32: up to ``max_matches`` continuations of the matched rows, -1 padded.
 
@@ -91,7 +92,7 @@ def continuations(tokens, sa, lo, hi, skip, depth, max_matches):
     return out
 
 
-@numba.njit(cache=True)
+@njit
 def count_trie(conts, weights, root):
     """A trie of continuations with summed weights: ``(tokens, parents, weight)``, root first.
 

@@ -17,15 +17,15 @@ enter, so every tensor-parallel rank, seeing the same sampled tokens, computes t
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from ..jit import njit
 from ..tree import DraftTree
 
 __all__ = ["Calibrator", "best_chain", "allot"]
 
 
-@numba.njit(cache=True)
+@njit
 def _best_chain(parents, depths, gain, max_len, out):
     """Nodes of the best root-to-node chain, root excluded; returns how many (0: none pays).
 

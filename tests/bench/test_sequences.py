@@ -9,10 +9,12 @@ import pytest
 
 from retrodraft import RetroDraft, models
 from retrodraft.bench import bench
-from retrodraft.bench.data import SEQUENCE_SUITES, agent, json_extraction, load_suite, refactor
+from retrodraft.bench.data import (SEQUENCE_SUITES, agent, agent_loop, json_extraction, load_suite, refactor,
+                                   with_own_replies)
 from retrodraft.bench.methods import Method
 from retrodraft.bench.report import LEARNED_FROM, learning_curve, learning_table
-from retrodraft.bench.runner import RunConfig, run
+from retrodraft.bench.runner import RunConfig, encode_prompt, run
+from retrodraft.errors import ConfigError
 from retrodraft.drafters.base import Drafter
 from retrodraft.tree import DraftTree
 
@@ -59,6 +61,52 @@ def test_agent_turns_replay_the_conversation_before_them():
     # the SWE episode re-emits the file it read, with an edit
     swe = [p for p in ps if p.meta["episode"] == "swe-textproc"]
     assert "def dedent(text):" in swe[1].messages[-1]["content"] and "write_file" in swe[2].meta["reference"]
+
+
+def test_agent_loop_prompts_resend_greedys_own_replies_and_the_recorded_observations():
+    scripted, loop = agent(), agent_loop()
+    assert len(loop) == len(scripted) and {p.sequence for p in loop} == {"agent-loop"}
+    # a fake greedy record: one made-up reply per request
+    replies = {p.id: f"<reply of {p.id}>" for p in loop}
+    for s, p in zip(scripted, loop):
+        assert p.id == s.id.replace("agent/", "agent-loop/", 1)
+        assert len(p.meta["own_replies"]) == p.meta["turn"]
+        filled = with_own_replies(p, replies)
+        own = [m["content"] for m in filled.messages if m["role"] == "assistant"]
+        assert own == [f"<reply of agent-loop/{p.meta['episode']}/{t}>" for t in range(p.meta["turn"])]
+        # everything else is the scripted conversation: system, task and tool observations
+        assert [m for m in filled.messages if m["role"] != "assistant"] == \
+               [m for m in s.messages if m["role"] != "assistant"]
+        assert [m["role"] for m in filled.messages] == [m["role"] for m in s.messages]
+        assert p.messages == s.messages  # filling in does not touch the suite's own prompt
+    first = next(p for p in loop if p.meta["turn"] == 0)
+    assert with_own_replies(first, {}) is first
+    later = next(p for p in loop if p.meta["turn"] == 2)
+    with pytest.raises(ConfigError, match="needs the method greedy"):
+        with_own_replies(later, {later.meta["own_replies"][0]: "only the first"})
+
+
+def test_agent_loop_runs_on_greedys_replies_from_the_same_run(tiny_folder, tmp_path):
+    model, tok = models.load(str(tiny_folder))
+    methods = [Method("lookup", assistant=RetroDraft(drafters=["lookup"], budget=4)), Method("greedy")]
+    prompts = agent_loop(3)
+    config = RunConfig(model=str(tiny_folder), dtype="float32", methods=[m.name for m in methods], max_new_tokens=6)
+    res = run(config, prompts, model, tok, methods, tmp_path, progress=False)
+    greedy = {r["prompt_id"]: r["turns"][0]["tokens"] for r in res["records"] if r["method"] == "greedy"}
+    replies = {pid: tok.decode(t, skip_special_tokens=True) for pid, t in greedy.items()}
+    for p in prompts:
+        ids = encode_prompt(tok, with_own_replies(p, replies), [], p.turns[0])
+        # every method saw the prompt made of greedy's replies, whichever ran first
+        assert {r["turns"][0]["prompt_tokens"] for r in res["records"] if r["prompt_id"] == p.id} == {ids.shape[1]}
+    assert res["records"][2]["method"] == "greedy" and res["records"][2]["prompt_id"] == prompts[1].id
+
+
+def test_agent_loop_without_greedy_is_one_clear_error(tiny_folder, tmp_path):
+    model, tok = models.load(str(tiny_folder))
+    methods = [Method("lookup", assistant=RetroDraft(drafters=["lookup"], budget=4))]
+    config = RunConfig(model=str(tiny_folder), dtype="float32", methods=["lookup"], max_new_tokens=4)
+    with pytest.raises(ConfigError, match="add greedy to the methods"):
+        run(config, agent_loop(2), model, tok, methods, tmp_path, progress=False)
 
 
 def test_load_suite_caps_sequence_requests_and_refuses_unknown_names():
