@@ -79,6 +79,18 @@ def model_key(model: torch.nn.Module) -> str:
     return f"{slug}-{arch}-{device.type}{dev}-{dtype}-t{threads}"
 
 
+def _cached_curve(key: str) -> Path:
+    """The cache file for ``key``, or a curve cached under another name for the same architecture,
+    device, dtype and threads (the name in a key is only for people: an exported or renamed copy
+    of a model costs what the original costs, so it must not pay a new measurement)."""
+    path = cost_dir() / f"{key}.json"
+    if path.is_file():
+        return path
+    shared = "-".join(key.split("-")[-4:])  # arch, device, dtype, threads
+    same = sorted(cost_dir().glob(f"*-{shared}.json")) if cost_dir().is_dir() else []
+    return same[0] if same else path
+
+
 @dataclass
 class CostModel:
     """Seconds per forward pass as a function of the tokens in it and of the context before it.
@@ -208,17 +220,20 @@ class CostModel:
     def for_model(cls, model: torch.nn.Module, refresh: bool = False, **measure_kwargs) -> "CostModel":
         """The cached curve for ``model`` on its device, dtype and threads; measured (and
         cached) on first use or when ``refresh``."""
-        path = cost_dir() / f"{model_key(model)}.json"
-        if not refresh and path.is_file():
+        key = model_key(model)
+        path = cost_dir() / f"{key}.json"
+        found = _cached_curve(key)
+        if not refresh and found.is_file():
             try:
-                cm = cls.load(path)
+                cm = cls.load(found)
+                cm.key = key  # a curve shared under another name is this model's now
                 wanted = _usable_contexts(model, measure_kwargs.get("contexts", DEFAULT_CONTEXTS), cm.max_tokens)
                 if "past_len" in measure_kwargs or len(wanted) == 1 or cm.contexts.size > 1:
                     return cm
-                log.info("the cached cost curve %s was measured at one context length; measuring it at %s", path,
+                log.info("the cached cost curve %s was measured at one context length; measuring it at %s", found,
                          wanted)
             except (ConfigError, OSError, ValueError, KeyError) as e:
-                log.warning("ignoring unreadable cost cache %s (%s); measuring again", path, e)
+                log.warning("ignoring unreadable cost cache %s (%s); measuring again", found, e)
         log.info("measuring the cost of tree passes for this model/device/dtype (once, cached in %s)", path.parent)
         cm = cls.measure(model, **measure_kwargs)
         try:

@@ -38,6 +38,23 @@ def test_measure_and_cache_round_trip(tmp_path, monkeypatch):
     assert fresh.sizes.tolist() == [1, 2]
 
 
+def test_a_copy_of_a_model_under_another_name_reuses_its_curve(tmp_path, monkeypatch):
+    # An exported or renamed folder of the same architecture costs what the original costs: it
+    # must not pay a new measurement (minutes for a real model) on its first request.
+    monkeypatch.setenv("RETRODRAFT_COST_CACHE", str(tmp_path))
+    model = tiny_model("llama")
+    model.config._name_or_path = "/models/original"
+    cm = CostModel.for_model(model, sizes=(1, 4), past_len=16, repeats=1)
+    model.config._name_or_path = "/exports/served-copy"
+    copy = CostModel.for_model(model, sizes=(1, 2, 8), past_len=16, repeats=1)
+    assert copy.sizes.tolist() == [1, 4] and copy.seconds.tolist() == cm.seconds.tolist()
+    assert copy.key == model_key(model) and "served-copy" in copy.key
+    assert len(list(tmp_path.glob("*.json"))) == 1
+    other_dtype = tiny_model("llama").to(torch.float64)
+    other_dtype.config._name_or_path = "/models/original"
+    assert CostModel.for_model(other_dtype, sizes=(1, 2), past_len=16, repeats=1).sizes.tolist() == [1, 2]
+
+
 def test_a_corrupt_cache_file_is_measured_again(tmp_path, monkeypatch):
     monkeypatch.setenv("RETRODRAFT_COST_CACHE", str(tmp_path))
     model = tiny_model("llama")
