@@ -7,6 +7,9 @@
         --out benchmarks/results/long-run/smollm2-135m-fp32-prefix-32mib.json
     python benchmarks/long_run.py --part long --tokens 10000 \
         --out benchmarks/results/long-run/smollm2-135m-fp32.json
+    # the same long call sized on the curve's first context only, and with a fixed budget (stored beside it)
+    python benchmarks/long_run.py --part long --tokens 10000 --sizing one-length \
+        --out benchmarks/results/long-run/smollm2-135m-fp32-sizing.json
     # the memory yardstick: 3,000 tokens with and without retrodraft, each in a fresh process
     python benchmarks/long_run.py --part long --tokens 3000 --out benchmarks/results/long-run/smollm2-135m-fp32-3000.json
     python benchmarks/long_run.py --part long-plain --tokens 3000 --out benchmarks/results/long-run/smollm2-135m-fp32-3000.json
@@ -41,6 +44,7 @@ import torch
 
 from retrodraft import RetroDraft, models
 from retrodraft.bench.data import data_dir
+from retrodraft.cost import CostModel
 from retrodraft.drafters import DRAFTERS, make_drafter
 
 
@@ -116,12 +120,28 @@ def _step_times(stamps: list[float], committed: list[int], window: int) -> tuple
     return float(np.mean(step_t[:w])), float(np.mean(step_t[-w:]))
 
 
-def _make_assistant(small_tables: int, prefix_bytes: int | None = None) -> RetroDraft:
+def _make_assistant(small_tables: int, prefix_bytes: int | None = None, sizing: dict | None = None) -> RetroDraft:
     names = ["recycling", "lookup", "stand", "aded"] + (["history"] if "history" in DRAFTERS else [])
     drafters = [make_drafter(n, max_bytes=small_tables) if n in ("stand", "aded") else make_drafter(n)
                 for n in names]
-    return RetroDraft(drafters=drafters) if prefix_bytes is None else RetroDraft(drafters=drafters,
-                                                                                 prefix_cache=prefix_bytes)
+    kw = dict(sizing or {})
+    if prefix_bytes is not None:
+        kw["prefix_cache"] = prefix_bytes
+    return RetroDraft(drafters=drafters, **kw)
+
+
+def _sizing(model, name: str) -> dict:
+    """RetroDraft keywords for ``--sizing``: ``auto`` (the cost curve at the current context),
+    ``one-length`` (the same curve's first context only, as before the curve had contexts) or
+    ``fixed@B`` (B nodes every step)."""
+    if name == "auto":
+        return {}
+    if name == "one-length":
+        curve = CostModel.for_model(model)
+        return {"cost": CostModel(curve.sizes, curve.seconds, curve.key, curve.device)}
+    if name.startswith("fixed@") and name[6:].isdigit():
+        return {"budget": int(name[6:])}
+    raise SystemExit(f"--sizing: expected auto, one-length or fixed@B, got {name!r}")
 
 
 def run_requests(model, encode, questions: list[str], args) -> dict:
@@ -178,7 +198,7 @@ def run_long(model, encode, args, plain: bool = False) -> dict:
     ``plain``: the same call without retrodraft, the yardstick for the resident memory a call of
     that length leaves behind in this process (PyTorch and the C allocator, not the drafters).
     """
-    assistant = None if plain else _make_assistant(args.table_bytes)
+    assistant = None if plain else _make_assistant(args.table_bytes, sizing=_sizing(model, args.sizing))
     ids = encode("Write a long, detailed history of computing, chapter by chapter.")
     rss0 = _rss_mb()
     clock = _Clock()
@@ -221,6 +241,9 @@ def main() -> None:
                     help="run one part only; a fresh process per part keeps each part's RSS figures clean "
                          "(the other parts' figures already in --out are kept); long-plain: the long call "
                          "without retrodraft, the yardstick for its memory figures")
+    ap.add_argument("--sizing", default="auto",
+                    help="the long call's tree sizing: auto (default), one-length (the cost curve's first context "
+                         "only) or fixed@B; other than auto it is stored as long_call_<sizing>")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
@@ -248,7 +271,7 @@ def main() -> None:
     if args.part in ("both", "requests"):
         save("requests", run_requests(model, encode, questions, args))
     if args.part in ("both", "long"):
-        save("long_call", run_long(model, encode, args))
+        save("long_call" if args.sizing == "auto" else f"long_call_{args.sizing}", run_long(model, encode, args))
     if args.part == "long-plain":
         save("long_call_plain", run_long(model, encode, args, plain=True))
 
