@@ -48,8 +48,8 @@ class VllmOptions:
     save_every: int = 16
     stats: str | None = None
     nodes: int = 64
-    min_score: float = 0.1
-    batch_cost: float = 0.02
+    min_score: float = 0.0
+    batch_cost: float = 0.04
     batch_tokens: int = 64
     memory_mb: int = 256
     extra: dict = field(default_factory=dict, compare=False)
