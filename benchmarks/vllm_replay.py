@@ -2,7 +2,8 @@
 
     python benchmarks/vllm_replay.py benchmarks/results/vllm-qwen2.5-coder-1.5b-bf16-refactor \\
         benchmarks/results/qwen2.5-coder-1.5b-bf16-json --k 16 \\
-        --method ngram --method retrodraft --method 'retrodraft:min_score=0.05,nodes=128'
+        --method ngram --method retrodraft --method 'retrodraft:min_score=0.05,nodes=128' \\
+        --out benchmarks/results/vllm-replay-qwen2.5-coder-1.5b
 
 Why: a vLLM run of the 1.5B model takes minutes per method, and at one request at a time what
 decides a model-free proposer's speed is how many decode steps it needs, which greedy's known
@@ -186,17 +187,19 @@ def main(argv=None) -> int:
     ap.add_argument("runs", nargs="+", type=Path, help="results folders (vllm_bench.py or retrodraft bench)")
     ap.add_argument("--k", type=int, default=16, help="num_speculative_tokens")
     ap.add_argument("--method", action="append", default=None, help="ngram[:MIN:MAX], retrodraft[:key=value,...]")
-    ap.add_argument("--json", type=Path, default=None, help="also write every figure here")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="a folder for results.json (every figure and the command) and report.md (the table)")
     a = ap.parse_args(argv)
     from retrodraft import models
 
     methods = a.method or ["ngram", "retrodraft"]
-    report = []
+    report, lines = [], []
     for folder in a.runs:
         model, suite, requests = load_requests(folder)
         path = str(models.cached_path(model) or model)
-        print(f"\n{folder} ({suite}, {len(requests)} requests, k={a.k}): tokens per decode step per request, "
-              f"then all; short = whole chain accepted but < k; tree+ = tokens the tree would have added")
+        lines.append(f"\n{folder.name} ({suite}, {len(requests)} requests, k={a.k}): tokens per decode step per "
+                     f"request, then all; short = whole chain accepted but < k; tree+ = tokens the tree would have added")
+        print(lines[-1])
         for spec in methods:
             method = make_method(spec, a.k, path)
             per = [replay_request(method, p, o, a.k) for p, o in requests]
@@ -211,9 +214,15 @@ def main(argv=None) -> int:
             report.append(row)
             cells = " ".join(f"{(r['tokens'] - 1) / max(r['steps'], 1):5.2f}" for r in per)
             extra = f"  short {row['short_full']:4d}  tree+ {row['tree_extra']:4d}" if stats else ""
-            print(f"  {spec:<44} {cells} | {row['tokens_per_step']:5.2f}  steps {steps:5d}  drafted {drafted:6d}{extra}")
-    if a.json:
-        a.json.write_text(json.dumps(report, indent=1))
+            lines.append(f"  {spec:<44} {cells} | {row['tokens_per_step']:5.2f}  steps {steps:5d}  drafted {drafted:6d}{extra}")
+            print(lines[-1])
+    if a.out:
+        import shlex
+
+        command = "python " + " ".join(shlex.quote(x) for x in ["benchmarks/vllm_replay.py"] + (argv or sys.argv[1:]))
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / "results.json").write_text(json.dumps({"command": command, "rows": report}, indent=1))
+        (a.out / "report.md").write_text(f"`{command}`\n\n```" + "\n".join(lines) + "\n```\n")
     return 0
 
 
