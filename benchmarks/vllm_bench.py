@@ -11,6 +11,11 @@ engine: vLLM's and retrodraft's caches start cold), on the same prompts in the s
 same ``num_speculative_tokens``. Per method and concurrency: output tokens per second (wall clock of
 ``LLM.generate``, the engine start and a warm-up request excluded), mean acceptance length (vLLM's
 counters: 1 + accepted / drafts), and for retrodraft the proposer's own drafting time per step.
+Where the time goes, from each request's engine-core timestamps (``RequestOutput.metrics``):
+prefill (scheduled to first token), decode (first to last token), decode-only tokens per second
+(tokens after the first / decode seconds), decode steps (vLLM's per-request draft counts,
+``per_request_spec_decode_metrics="detailed"``) and the ceiling: the run's time if every request
+had decoded in the fewest steps ``k`` allows, at this method's measured seconds per step.
 ``--concurrency 4`` sends the prompts 4 at a time (one ``generate`` call each group); each
 level runs on its own fresh engine. Chat prompts
 use the model's chat template; multi-turn Spec-Bench prompts send their first turn only.
@@ -112,9 +117,10 @@ def run_one(a) -> dict:
     prompts = _prompts(a, tokenizer)
     stats = Path(tempfile.mkdtemp()) / "stats.json"
     t0 = time.perf_counter()
+    spec = _spec(a.one, a.k, model, str(stats))
     llm = LLM(model=model, dtype=a.dtype, max_model_len=a.max_model_len, enforce_eager=True,
               max_num_seqs=max(int(c) for c in a.concurrency.split(",")), seed=0, disable_log_stats=False,
-              speculative_config=_spec(a.one, a.k, model, str(stats)))
+              speculative_config=spec, **({"per_request_spec_decode_metrics": "detailed"} if spec else {}))
     start_s = time.perf_counter() - t0
     params = SamplingParams(temperature=0.0, max_tokens=a.max_new_tokens)
     llm.generate([TokensPrompt(prompt_token_ids=tokenizer("Hello")["input_ids"])],
@@ -122,20 +128,26 @@ def run_one(a) -> dict:
     runs = {}
     for c in (int(x) for x in a.concurrency.split(",")):
         before = _counters(llm)
-        outputs, seconds = [], 0.0
+        outputs, seconds, requests = [], 0.0, []
+        split = {"prefill_s": 0.0, "decode_s": 0.0, "decode_steps": 0, "fewest_steps": 0}
         for i in range(0, len(prompts), c):
             group = [TokensPrompt(prompt_token_ids=p) for p in prompts[i:i + c]]
             t = time.perf_counter()
             res = llm.generate(group, params, use_tqdm=False)
             seconds += time.perf_counter() - t
             outputs += [list(r.outputs[0].token_ids) for r in res]
+            reqs = [_request(r) for r in res]
+            requests += reqs
+            _add_group(split, reqs, a.k)
         after = _counters(llm)
         drafts = after.get("spec_decode_num_drafts", 0) - before.get("spec_decode_num_drafts", 0)
         acc = after.get("spec_decode_num_accepted_tokens", 0) - before.get("spec_decode_num_accepted_tokens", 0)
         tokens = sum(len(o) for o in outputs)
+        drafted = after.get("spec_decode_num_draft_tokens", 0) - before.get("spec_decode_num_draft_tokens", 0)
         runs[str(c)] = {"seconds": seconds, "tokens": tokens, "tok_s": tokens / seconds,
                         "mean_acceptance_length": 1 + acc / drafts if drafts else None, "drafts": drafts,
-                        "accepted": acc, "outputs": outputs}
+                        "accepted": acc, "drafted": drafted, "outputs": outputs}
+        runs[str(c)].update(_split(split, requests))
     llm.llm_engine.engine_core.shutdown()
     own = json.loads(stats.read_text()) if stats.exists() else None
     if own is not None:
@@ -143,6 +155,55 @@ def run_one(a) -> dict:
         own["draft_ms_per_step"] = 1000 * own["draft_seconds"] / own["steps"] if own["steps"] else None
     return {"method": a.one, "engine_start_s": start_s, "runs": runs, "proposer_stats": own,
             "prompt_tokens": [len(p) for p in prompts]}
+
+
+def _request(r) -> dict:
+    """One finished request's timings (engine-core clock) and vLLM's per-request draft counts."""
+    m, o = r.metrics, r.outputs[0]
+    spec = o.spec_decode_metrics.to_dict() if getattr(o, "spec_decode_metrics", None) is not None else None
+    n = len(o.token_ids)
+    out = {"prompt_tokens": len(r.prompt_token_ids), "tokens": n, "cached_prompt_tokens": r.num_cached_tokens,
+           "scheduled_ts": getattr(m, "scheduled_ts", 0.0), "first_token_ts": getattr(m, "first_token_ts", 0.0),
+           "last_token_ts": getattr(m, "last_token_ts", 0.0)}
+    out["prefill_s"] = out["first_token_ts"] - out["scheduled_ts"]
+    out["decode_s"] = out["last_token_ts"] - out["first_token_ts"]
+    # Decode steps: vLLM's verify steps with a draft, plus the steps without one (one token each).
+    # vLLM counts tokens accepted past max_tokens too (the last step's are cut from the output).
+    spec_steps = spec["num_spec_steps"] if spec else 0
+    spec_tokens = spec["num_spec_steps"] + spec["num_accepted_draft_tokens"] if spec else 0
+    out["decode_steps"] = spec_steps + max(n - 1 - spec_tokens, 0)
+    out["spec"] = spec
+    return out
+
+
+def _add_group(split: dict, reqs: list[dict], k: int) -> None:
+    """Add one group of concurrent requests to ``split``: its prefill (first scheduled to the
+    group's last first token), its decode (from there to its last token), its decode steps (its
+    longest request's: the batch steps together) and the fewest steps ``k`` would allow (every
+    drafted token accepted). With one request per group these are that request's own."""
+    if not all(q["first_token_ts"] for q in reqs):
+        split["missing"] = True
+        return
+    first = max(q["first_token_ts"] for q in reqs)
+    split["prefill_s"] += first - min(q["scheduled_ts"] for q in reqs)
+    split["decode_s"] += max(q["last_token_ts"] for q in reqs) - first
+    split["decode_steps"] += max(q["decode_steps"] for q in reqs)
+    split["fewest_steps"] += max(-(-(q["tokens"] - 1) // (k + 1)) for q in reqs)
+
+
+def _split(split: dict, requests: list[dict]) -> dict:
+    """Where a run's time went (see :func:`_add_group`), the decode-only rate (tokens after each
+    request's first / decode seconds) and the ceiling: the run's time with this method's seconds
+    per decode step but the fewest decode steps (``ceiling_tok_s``)."""
+    if split.pop("missing", False):
+        return {"requests": requests}
+    after_first = sum(q["tokens"] - 1 for q in requests)
+    step_s = split["decode_s"] / split["decode_steps"] if split["decode_steps"] else None
+    ceiling_s = split["prefill_s"] + split["fewest_steps"] * step_s if step_s else None
+    return split | {"decode_tok_s": after_first / split["decode_s"] if split["decode_s"] else None,
+                    "decode_ms_per_step": 1000 * step_s if step_s else None, "ceiling_s": ceiling_s,
+                    "ceiling_tok_s": sum(q["tokens"] for q in requests) / ceiling_s if ceiling_s else None,
+                    "requests": requests}
 
 
 def main(argv=None) -> int:
@@ -184,7 +245,8 @@ def main(argv=None) -> int:
             (out / "results.json").write_text(json.dumps(results, indent=1))
     base = results["methods"].get("none", {}).get("runs", {})
     lines = ["| method | concurrency | tok/s | speedup over none | mean acceptance length | drafting ms/step "
-             "| identical to none |", "|---|---|---|---|---|---|---|"]
+             "| prefill s | decode s | decode tok/s | decode steps | ms/decode step | ceiling tok/s "
+             "| identical to none |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m, res in results["methods"].items():
         for c, run in sorted(res.get("runs", {}).items(), key=lambda kv: int(kv[0])):
             b = base.get(c)
@@ -192,8 +254,11 @@ def main(argv=None) -> int:
             ps = run.get("proposer_stats") or {}
             draft = ps.get("draft_ms_per_step")
             cells = [m, c, f"{run['tok_s']:.2f}", f"{run['tok_s'] / b['tok_s']:.2f}x" if b else "-",
-                     f"{mal:.2f}" if mal else "-", f"{draft:.2f}" if draft is not None else "-",
-                     str(run["outputs"] == b["outputs"]) if b else "-"]
+                     f"{mal:.2f}" if mal else "-", f"{draft:.2f}" if draft is not None else "-"]
+            for key, fmt in (("prefill_s", "{:.1f}"), ("decode_s", "{:.1f}"), ("decode_tok_s", "{:.2f}"),
+                             ("decode_steps", "{}"), ("decode_ms_per_step", "{:.0f}"), ("ceiling_tok_s", "{:.2f}")):
+                cells.append(fmt.format(run[key]) if run.get(key) is not None else "-")
+            cells.append(str(run["outputs"] == b["outputs"]) if b else "-")
             lines.append("| " + " | ".join(cells) + " |")
     (out / "results.json").write_text(json.dumps(results, indent=1))
     commands = sorted({run.get("command", "") for res in results["methods"].values()

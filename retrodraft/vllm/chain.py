@@ -11,8 +11,12 @@ Example (c = 0.2): root -> a (0.9) -> b (0.5) -> c (0.1), root -> x (0.3)
 
 Calibration: drafters' path scores are estimates; :class:`Calibrator` counts, per score bin,
 how many proposed nodes vLLM accepted, and maps a raw score to that bin's acceptance rate
-(shrunk towards the raw score while a bin has few observations). Only accepted/rejected counts
-enter, so every tensor-parallel rank, seeing the same sampled tokens, computes the same map.
+(shrunk towards the raw score while a bin has few observations). Every verified node counts,
+those after the first rejected one as not accepted: the rate is then the chance that the *path*
+to a node is accepted, which is what the gain above needs (counting only the nodes reached
+would estimate the chance given the parent was accepted, close to 1 deep in a good copy, and
+no cost would ever cut a chain). Only accepted/rejected counts enter, so every
+tensor-parallel rank, seeing the same sampled tokens, computes the same map.
 """
 
 from __future__ import annotations
@@ -94,15 +98,13 @@ class Calibrator:
 
     def update(self, raw: np.ndarray, accepted: int) -> None:
         """Record one verified chain: ``raw`` ``(m,)`` its nodes' raw scores in chain order, of
-        which the first ``accepted`` were accepted. The node after them was rejected; the rest
-        were never reached and say nothing."""
+        which the first ``accepted`` were accepted; the rest were not (their path was not)."""
         raw = np.asarray(raw, np.float64)
-        seen = min(int(accepted) + 1, raw.shape[0])
-        if seen <= 0:
+        if raw.shape[0] == 0:
             return
-        b = self._bin(raw[:seen])
+        b = self._bin(raw)
         np.add.at(self.proposed, b, 1.0)
-        np.add.at(self.accepted, b[:accepted], 1.0)
+        np.add.at(self.accepted, b[:int(accepted)], 1.0)
 
     def state(self) -> dict:
         return {"proposed": self.proposed.copy(), "accepted": self.accepted.copy()}

@@ -37,9 +37,19 @@ def test_calibration_learns_from_accepted_counts():
     c = Calibrator(bins=10, prior=1.0)
     assert np.isclose(c(np.array([0.85]))[0], 0.85)  # nothing seen: the raw score
     for _ in range(50):
-        c.update(np.array([0.85, 0.85]), accepted=0)  # first node rejected, second never reached
-    assert c.proposed[8] == 50 and c.accepted[8] == 0
+        c.update(np.array([0.85, 0.85]), accepted=0)  # first node rejected, so the second's path too
+    assert c.proposed[8] == 100 and c.accepted[8] == 0
     assert c(np.array([0.85]))[0] < 0.05
+
+
+def test_calibration_estimates_path_acceptance():
+    # a deep node whose parent was accepted half the time, itself always after its parent:
+    # its path is accepted half the time (not always, as counting only reached nodes would say)
+    c = Calibrator(bins=10, prior=1.0)
+    for i in range(200):
+        c.update(np.array([0.55, 0.25]), accepted=2 if i % 2 else 0)
+    assert abs(c(np.array([0.25]))[0] - 0.5) < 0.02
+    assert abs(c(np.array([0.55]))[0] - 0.5) < 0.02
 
 
 def test_allot_keeps_the_best_tokens_of_the_batch_as_prefixes():
