@@ -24,7 +24,7 @@ from retrodraft.index import CorpusIndex, build_index
 
 # ---------------------------------------------------------------------------- killed builds
 _RUNNER = """
-import multiprocessing, sys, time
+import multiprocessing, signal, sys, time
 sys.path.insert(0, {tests!r})
 from conftest import CharTokenizer
 from retrodraft import cli, models
@@ -35,6 +35,9 @@ class Slow(CharTokenizer):
         return super().__call__(texts)
 
 if __name__ == "__main__":
+    # A job started in the background by a non-interactive shell (as some CI runners do) inherits
+    # SIGINT ignored; a terminal's Ctrl-C reaches a foreground program with the default handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     multiprocessing.set_start_method(sys.argv.pop(1))
     models.load_tokenizer = lambda name: Slow()
     sys.exit(cli.main(sys.argv[1:]))
