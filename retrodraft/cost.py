@@ -62,32 +62,35 @@ def _device_name(device: torch.device) -> str:
 
 
 def model_key(model: torch.nn.Module) -> str:
-    """A file-name-safe key for ``model`` on its device, dtype and thread count.
+    """A file-name-safe key for ``model`` on its device, dtype and thread count: the model's
+    folder name (for people) and :func:`_cost_key` (what the cost depends on)."""
+    name = Path(str(getattr(model.config, "_name_or_path", "") or type(model).__name__)).name or "model"
+    slug = "".join(c if c.isalnum() or c in "._-" else "-" for c in name)
+    return f"{slug}-{_cost_key(model)}"
 
-    The model part hashes the architecture config (not the weights: the cost of a pass does
-    not depend on their values), so two checkpoints of one architecture share a curve.
-    """
+
+def _cost_key(model: torch.nn.Module) -> str:
+    """What a pass's cost depends on: the architecture config hashed (not the weights: the cost
+    does not depend on their values, so two checkpoints of one architecture share a curve), the
+    device, dtype and thread count."""
     device = next(model.parameters()).device
     config = model.config.to_dict()
     config.pop("_name_or_path", None)
     arch = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    name = Path(str(getattr(model.config, "_name_or_path", "") or type(model).__name__)).name or "model"
     dev = hashlib.sha256(_device_name(device).encode()).hexdigest()[:8]
     threads = torch.get_num_threads() if device.type == "cpu" else 0
     dtype = str(model.dtype).replace("torch.", "")
-    slug = "".join(c if c.isalnum() or c in "._-" else "-" for c in name)
-    return f"{slug}-{arch}-{device.type}{dev}-{dtype}-t{threads}"
+    return f"{arch}-{device.type}{dev}-{dtype}-t{threads}"
 
 
-def _cached_curve(key: str) -> Path:
-    """The cache file for ``key``, or a curve cached under another name for the same architecture,
-    device, dtype and threads (the name in a key is only for people: an exported or renamed copy
-    of a model costs what the original costs, so it must not pay a new measurement)."""
-    path = cost_dir() / f"{key}.json"
+def _cached_curve(model: torch.nn.Module) -> Path:
+    """The cache file of ``model``'s key, or a curve cached under another name with the same
+    :func:`_cost_key` (an exported or renamed copy of a model costs what the original costs, so
+    it must not pay a new measurement)."""
+    path = cost_dir() / f"{model_key(model)}.json"
     if path.is_file():
         return path
-    shared = "-".join(key.split("-")[-4:])  # arch, device, dtype, threads
-    same = sorted(cost_dir().glob(f"*-{shared}.json")) if cost_dir().is_dir() else []
+    same = sorted(cost_dir().glob(f"*-{_cost_key(model)}.json")) if cost_dir().is_dir() else []
     return same[0] if same else path
 
 
@@ -222,7 +225,7 @@ class CostModel:
         cached) on first use or when ``refresh``."""
         key = model_key(model)
         path = cost_dir() / f"{key}.json"
-        found = _cached_curve(key)
+        found = _cached_curve(model)
         if not refresh and found.is_file():
             try:
                 cm = cls.load(found)

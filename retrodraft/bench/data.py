@@ -15,7 +15,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -238,8 +238,7 @@ def with_own_replies(prompt: Prompt, replies: dict[str, str]) -> Prompt:
                 for m in prompt.messages]
     if next(own, None) is not None:
         raise DataError(f"{prompt.id} has fewer assistant messages than own_replies ({len(ids)})")
-    return Prompt(id=prompt.id, category=prompt.category, turns=prompt.turns, chat=prompt.chat, meta=prompt.meta,
-                  messages=messages, sequence=prompt.sequence, index=prompt.index)
+    return replace(prompt, messages=messages)
 
 
 def load_suite(suites: list[str], per_category: int, humaneval_n: int | None = None,
