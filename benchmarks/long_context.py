@@ -19,6 +19,8 @@ a server that has been running, instead of from their cold-start prior:
 - ``auto``: ``RetroDraft()``, sized with the cost surface measured at several context lengths;
 - ``auto-one-length``: the same, sized with that surface's first row only (the curve before
   context-aware sizing: a 256-token prefix at every length);
+- ``auto-pooled``: ``auto`` with one acceptance calibration for all drafters (the sizer before
+  it kept one per drafter origin);
 - ``fixed@B``: ``RetroDraft(budget=B)`` for every ``--budgets`` value.
 
 ``--part memory`` sends ``--requests`` distinct prompts of ``--memory-context`` tokens through one
@@ -42,6 +44,7 @@ import torch
 
 from retrodraft import RetroDraft, models
 from retrodraft.cost import CostModel
+from retrodraft.sizing import TreeSizer
 
 
 def _code_ids(tok, n_tokens: int, skip_files: int = 0) -> torch.Tensor:
@@ -55,10 +58,24 @@ def _code_ids(tok, n_tokens: int, skip_files: int = 0) -> torch.Tensor:
     raise SystemExit(f"the standard library holds fewer than {n_tokens} tokens")
 
 
+class _PooledSizer(TreeSizer):
+    """The sizer before calibration was kept per drafter origin: one calibration for all."""
+
+    def _row(self, origins, n, grow):
+        return super()._row(None, n, grow)
+
+
+def _pooled(curve: CostModel) -> RetroDraft:
+    assistant = RetroDraft(cost=curve, prefix_cache=0)
+    assistant.sizer = _PooledSizer(curve, budget=assistant.budget)  # begin() keeps a sizer on the given curve
+    return assistant
+
+
 def _methods(curve: CostModel, budgets: list[int]) -> dict:
     one = CostModel(curve.sizes, curve.seconds, curve.key, curve.device)
     out = {"greedy": None, "auto": lambda: RetroDraft(cost=curve, prefix_cache=0),
-           "auto-one-length": lambda: RetroDraft(cost=one, prefix_cache=0)}
+           "auto-one-length": lambda: RetroDraft(cost=one, prefix_cache=0),
+           "auto-pooled": lambda: _pooled(curve)}
     for b in budgets:
         out[f"fixed@{b}"] = lambda b=b: RetroDraft(budget=b, prefix_cache=0)
     return out
@@ -94,6 +111,8 @@ def run_contexts(model, tok, args) -> list[dict]:
         prefill_s = time.perf_counter() - t0
         outputs = {}
         for name, make in _methods(curve, args.budgets).items():
+            if args.methods and name not in args.methods and name != "greedy":
+                continue
             assistant = make() if make else None
             if assistant is not None and args.warm_tokens:
                 warm = _code_ids(tok, 1024, skip_files=150)
@@ -167,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--contexts", type=lambda s: [int(x) for x in s.split(",")], default=[2048, 8192, 16384])
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--budgets", type=lambda s: [int(x) for x in s.split(",")], default=[4, 8, 16])
+    ap.add_argument("--methods", type=lambda s: s.split(","), default=None,
+                    help="only these methods (greedy always runs): auto, auto-one-length, auto-pooled, fixed@B")
     ap.add_argument("--warm-tokens", type=int, default=0,
                     help="tokens every assistant writes on another prompt before the measured call (0: cold)")
     ap.add_argument("--prefix-bytes", type=int, default=256 * 2**20)

@@ -402,7 +402,7 @@ class RetroDraft:
             except (KeyError, ConfigError, ValueError) as e:
                 raise StateError(f"the saved tree-sizer cost curve is invalid ({e}).") from None
         hits = state.get("hits")
-        bins = hits.shape[0] if isinstance(hits, np.ndarray) and hits.ndim == 1 and 1 <= hits.shape[0] <= 10_000 else 20
+        bins = hits.shape[-1] if isinstance(hits, np.ndarray) and hits.ndim in (1, 2) and 1 <= hits.shape[-1] <= 10_000 else 20
         sizer = TreeSizer(cost, budget=self.budget, bins=bins)
         sizer.load_state(state)
         return sizer

@@ -67,3 +67,63 @@ def test_steps_are_priced_at_the_current_context():
     for ctx, got in ((300, short), (8000, long)):
         rates = [(1 + cal[:n].sum()) / sizer.cost.seconds_for(n + 1, ctx // 64 * 64 + 32) for n in range(33)]
         assert got == int(np.argmax(rates))
+
+
+def test_calibration_is_kept_per_drafter_origin():
+    # Two drafters score alike; one is always right, the other never: the sizer learns both.
+    sizer = TreeSizer(CostModel(np.array([1, 64]), np.array([1.0, 1.0])), prior=2.0)
+    right, wrong = _chain([0.5, 0.5]).tagged(1), _chain([0.5, 0.5]).tagged(2)
+    for _ in range(50):
+        sizer.observe(right, np.array([0, 1, 2]))
+        sizer.observe(wrong, np.array([0]))
+    p_right = sizer.calibrated(np.array([0.5]), np.array([1]))[0]
+    p_wrong = sizer.calibrated(np.array([0.5]), np.array([2]))[0]
+    p_new = sizer.calibrated(np.array([0.5]), np.array([3]))[0]  # never seen: the starting belief
+    assert p_right > 0.9 and p_wrong < 0.1
+    assert p_new == pytest.approx(TreeSizer(sizer.cost, prior=2.0).calibrated(np.array([0.5]))[0])
+    assert sizer.expected_accepted(right) == pytest.approx(1 + 2 * p_right)
+
+
+def test_choice_and_prune_keep_the_same_nodes():
+    # Calibration can rank an origin's low scores above another's high ones; the count chosen
+    # still refers to the prune order (score, then index), as the verifier keeps them.
+    cm = CostModel(np.array([1, 2, 3, 4, 5]), np.array([1.0, 1.0, 1.0, 1.6, 3.0]))
+    sizer = TreeSizer(cm, prior=1e6, trust=1.0)
+    tree = DraftTree.from_paths(0, [[1, 2, 3], [4]], scores=[[0.9, 0.6, 0.3], [0.8]])
+    n = sizer.choose(tree)
+    order = np.argsort(-tree.scores[1:], kind="stable") + 1
+    cal = sizer.calibrated(tree.scores[order], tree.origins[order])
+    rates = [(1 + cal[:k].sum()) / cm.seconds_for(k + 1) for k in range(5)]
+    assert n == int(np.argmax(rates)) and len(tree.prune(n)) == n + 1
+
+
+def test_state_round_trips_and_an_old_pooled_state_becomes_the_start():
+    cm = CostModel(np.array([1, 64]), np.array([1.0, 1.0]))
+    sizer = TreeSizer(cm)
+    for _ in range(5):
+        sizer.observe(_chain([0.9, 0.4]).tagged(1), np.array([0, 1]))
+        sizer.observe(_chain([0.9]).tagged(4), np.array([0]))
+    again = TreeSizer(cm)
+    again.load_state(sizer.state())
+    probe = np.array([0.9, 0.4, 0.9]), np.array([1, 1, 4])
+    assert np.array_equal(again.calibrated(*probe), sizer.calibrated(*probe))
+    # a state saved before per-origin calibration: one (bins,) calibration for every drafter
+    pooled = {"hits": np.full(20, 4.0), "seen": np.full(20, 8.0)}
+    old = TreeSizer(cm)
+    old.load_state(pooled)
+    assert np.allclose(old.calibrated(np.array([0.1, 0.9]), np.array([1, 6])), 0.5)
+
+
+@pytest.mark.parametrize("bad", [
+    {"hits": np.zeros((2, 20)), "seen": np.ones((2, 20)), "origins": np.array([1, 1]),
+     "start_hits": np.zeros(20), "start_seen": np.ones(20)},  # one origin twice
+    {"hits": np.zeros((1, 20)), "seen": np.ones((1, 20)), "origins": np.array([1])},  # no start belief
+    {"hits": np.full((1, 20), 2.0), "seen": np.ones((1, 20)), "origins": np.array([1]),
+     "start_hits": np.zeros(20), "start_seen": np.ones(20)},  # more hits than seen
+    {"hits": np.zeros(7), "seen": np.ones(7)},  # another number of bins
+])
+def test_a_bad_saved_calibration_is_refused(bad):
+    from retrodraft.errors import StateError
+
+    with pytest.raises(StateError):
+        TreeSizer(CostModel(np.array([1, 64]), np.array([1.0, 1.0]))).load_state(bad)
