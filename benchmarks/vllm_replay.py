@@ -187,18 +187,25 @@ def main(argv=None) -> int:
     ap.add_argument("runs", nargs="+", type=Path, help="results folders (vllm_bench.py or retrodraft bench)")
     ap.add_argument("--k", type=int, default=16, help="num_speculative_tokens")
     ap.add_argument("--method", action="append", default=None, help="ngram[:MIN:MAX], retrodraft[:key=value,...]")
+    ap.add_argument("--token-cost", type=float, default=None,
+                    help="a drafted token's verify time in one-token steps, for the cost column "
+                         "(default: the proposer's min_score)")
     ap.add_argument("--out", type=Path, default=None,
                     help="a folder for results.json (every figure and the command) and report.md (the table)")
     a = ap.parse_args(argv)
     from retrodraft import models
 
     methods = a.method or ["ngram", "retrodraft"]
+    if a.token_cost is None:
+        from retrodraft.vllm.options import VllmOptions
+
+        a.token_cost = VllmOptions().min_score
     report, lines = [], []
     for folder in a.runs:
         model, suite, requests = load_requests(folder)
         path = str(models.cached_path(model) or model)
         lines.append(f"\n{folder.name} ({suite}, {len(requests)} requests, k={a.k}): tokens per decode step per "
-                     f"request, then all; short = whole chain accepted but < k; tree+ = tokens the tree would have added")
+                     f"request, then all; tok/cost = those tokens per (steps + token_cost x drafted); short = whole chain accepted but < k; tree+ = tokens the tree would have added")
         print(lines[-1])
         for spec in methods:
             method = make_method(spec, a.k, path)
@@ -207,14 +214,17 @@ def main(argv=None) -> int:
             steps = sum(r["steps"] for r in per)
             after_first = sum(r["tokens"] - 1 for r in per)
             drafted = sum(r["drafted"] for r in per)
+            cost = steps + a.token_cost * drafted
             row = {"run": str(folder), "method": spec, "k": a.k, "steps": steps, "tokens_per_step": after_first / steps,
-                   "drafted": drafted, "short_full": sum(r["short_full"] for r in per),
+                   "drafted": drafted, "cost": cost, "tokens_per_cost": after_first / cost, "short_full": sum(r["short_full"] for r in per),
                    "tree_extra": sum(r["tree_extra"] for r in per), "requests": per,
                    "draft_ms_per_step": stats.get("draft_seconds", 0) * 1000 / steps if stats else None}
             report.append(row)
             cells = " ".join(f"{(r['tokens'] - 1) / max(r['steps'], 1):5.2f}" for r in per)
-            extra = f"  short {row['short_full']:4d}  tree+ {row['tree_extra']:4d}" if stats else ""
-            lines.append(f"  {spec:<44} {cells} | {row['tokens_per_step']:5.2f}  steps {steps:5d}  drafted {drafted:6d}{extra}")
+            extra = (f"  short {row['short_full']:4d}  tree+ {row['tree_extra']:4d}  draft ms/step "
+                     f"{row['draft_ms_per_step']:5.2f}") if stats else ""
+            lines.append(f"  {spec:<44} {cells} | {row['tokens_per_step']:5.2f}  steps {steps:5d}  drafted {drafted:6d}  "
+                         f"tok/cost {row['tokens_per_cost']:5.2f}{extra}")
             print(lines[-1])
     if a.out:
         import shlex

@@ -20,6 +20,8 @@ __all__ = ["VllmOptions", "TOKEN_DRAFTERS", "encode", "decode", "CLASS_PREFIX"]
 #: Drafters that need nothing but token ids (vLLM hands a custom proposer no logits).
 TOKEN_DRAFTERS = ("history", "lookup", "retrieval")
 CLASS_PREFIX = "RetroDraft_"
+#: Ways to cut a row's fused tree to its chain (see ``VllmOptions.cut``).
+CUTS = ("rate", "gain")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,12 @@ class VllmOptions:
             compute-bound as the batch grows, so drafting turns down.
         batch_tokens: drafted tokens per step over the whole batch, at most.
         memory_mb: byte budget of the engine's shared history memory.
+        cut: how a row's fused tree is cut to its chain. ``"rate"`` (default): scores
+            calibrated per depth and scaled by the row's own recent acceptance, and a drafted
+            token kept when its score beats its cost times the engine's recent speed-up
+            (:class:`~retrodraft.vllm.chain.SpeedRate`): the chain maximises accepted tokens
+            per unit of step time. ``"gain"``: the earlier cut (scores calibrated per score bin
+            only, kept when above the cost).
     """
 
     drafters: tuple[str, ...] = ("history", "lookup")
@@ -54,6 +62,7 @@ class VllmOptions:
     batch_cost: float = 0.04
     batch_tokens: int = 64
     memory_mb: int = 256
+    cut: str = "rate"
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -75,6 +84,8 @@ class VllmOptions:
         for label, v in (("min_score", self.min_score), ("batch_cost", self.batch_cost)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
                 raise ConfigError(f"{label} must be a number from 0 to 1, got {v!r}.")
+        if self.cut not in CUTS:
+            raise ConfigError(f"cut must be one of {', '.join(CUTS)}, got {self.cut!r}.")
         if self.extra:
             raise ConfigError(f"unknown option(s) {sorted(self.extra)}; known: "
                               f"{', '.join(f.name for f in fields(self) if f.name != 'extra')}.")

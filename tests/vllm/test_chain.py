@@ -38,7 +38,7 @@ def test_calibration_learns_from_accepted_counts():
     assert np.isclose(c(np.array([0.85]))[0], 0.85)  # nothing seen: the raw score
     for _ in range(50):
         c.update(np.array([0.85, 0.85]), accepted=0)  # first node rejected, so the second's path too
-    assert c.proposed[8] == 100 and c.accepted[8] == 0
+    assert c.proposed[8].sum() == 100 and c.accepted[8].sum() == 0
     assert c(np.array([0.85]))[0] < 0.05
 
 
