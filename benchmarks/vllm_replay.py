@@ -21,12 +21,16 @@ Methods:
 * ``retrodraft[:key=value,...]``: :class:`retrodraft.vllm.proposer.RetroDraftProposer` itself, its
   ``propose`` called with the arguments vLLM passes (one row), with
   :class:`~retrodraft.vllm.options.VllmOptions` fields given as ``key=value`` (numbers parsed
-  as JSON, ``drafters=history+lookup``).
+  as JSON, ``drafters=history+lookup``, ``cut=gain``).
 
 Inputs: a ``vllm_bench.py`` results folder (its ``none`` method's concurrency-1 outputs, prompts
 rebuilt as the bench built them) or a ``retrodraft bench`` sequence-suite folder (its ``greedy``
 records). Per method: decode steps and tokens per decode step (the first token excluded) per
-request and overall, and for retrodraft where its chains fell short: steps whose whole chain was
+request and overall; the modelled decode cost ``steps + token_cost * drafted`` in one-token steps
+(``--token-cost``, default the proposer's ``min_score``: a drafted token lengthens a verify step
+by about that fraction) and tokens per unit of it (``tok/cost``), which is what decides the speed
+once drafted tokens cost time; and for retrodraft its drafting ms per step and where its chains
+fell short: steps whose whole chain was
 accepted although shorter than ``k`` (the continuation went on), and tokens the fused tree would
 have accepted beyond its chosen chain. A development tool: speed claims come from
 ``vllm_bench.py``.
@@ -167,6 +171,14 @@ def load_requests(folder: Path) -> tuple[str, str, list[tuple[np.ndarray, np.nda
     return cfg["model"], suite, [(p, o) for _, p, o in requests]
 
 
+def _value(text: str):
+    """A ``key=value`` option's value: JSON where it parses (numbers), else the text (``cut=gain``)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def make_method(spec: str, k: int, model: str):
     name, _, rest = spec.partition(":")
     if name == "ngram":
@@ -176,7 +188,7 @@ def make_method(spec: str, k: int, model: str):
         options = {}
         for item in filter(None, rest.split(",")):
             key, _, value = item.partition("=")
-            options[key] = value.split("+") if key == "drafters" else json.loads(value)
+            options[key] = value.split("+") if key == "drafters" else _value(value)
         vocab = json.loads((Path(model) / "config.json").read_text())["vocab_size"]
         return RetroDraftMethod(k, vocab, options, model)
     raise SystemExit(f"unknown method {spec!r}: ngram[:MIN:MAX] or retrodraft[:key=value,...]")
