@@ -37,9 +37,11 @@ class VllmOptions:
         save_every: finished requests between saves of ``state``.
         stats: a JSON file the proposer rewrites when requests end (its counts, per request).
         nodes: draft-tree size asked of each drafter per row and step.
-        min_score: what one drafted token costs, in expected accepted tokens, with one row
-            (Qwen2.5-Coder-1.5B bf16 on 2 CPU cores in vLLM: a verify step took about 205 ms
-            plus 10 ms per drafted token, drafting included, so about 0.05; see docs/engines.md).
+        min_score: what one drafted token adds to a step, as a fraction of a one-token step,
+            with one row (Qwen2.5-Coder-1.5B bf16 on 2 CPU cores in vLLM: a step took 205-213 ms
+            plus 5-9.5 ms per drafted token, fitted from the committed runs' decode seconds,
+            steps and drafted counts, so 0.025-0.046; 0.05 errs towards drafting less; see
+            docs/engines.md). With ``cut="rate"`` a token must beat it times the speed-up.
         batch_cost: added to ``min_score`` per further row in the step: verification gets
             compute-bound as the batch grows, so drafting turns down.
         batch_tokens: drafted tokens per step over the whole batch, at most.
