@@ -111,6 +111,39 @@ class RetroDraftProposer:
         if self._view is None:
             log.warning("retrodraft: vLLM runner internals not found (untested vLLM version?): requests are "
                         "followed by their token ids instead.")
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Run the drafting kernels on two made-up requests (a throwaway memory, no counts kept),
+        so numba compiles them, or loads its cache, while the engine starts rather than inside
+        the first real requests' steps."""
+        shared = self.memory
+        self.memory = SuffixMemory(max_bytes=1 << 20)
+        try:
+            prompt = (np.arange(48, dtype=np.int64) % 7 + 1) % self.vocab_size
+            for _ in range(2):  # the second request finds the first in the memory
+                drafters = self._new_drafters()
+                for d in drafters:
+                    d.begin(Request(prompt=prompt, vocab_size=self.vocab_size))
+                ctx = prompt
+                for _ in range(3):
+                    tree = DraftTree.fuse([d.propose(ctx, self.opts.nodes) for d in drafters])
+                    cal = Calibrator(depth_buckets=5)(tree.scores, tree.depths)
+                    nodes = best_chain(tree, RowTrust()(cal, tree.depths), 0.05, self.k)
+                    allot([cal[nodes]], self.opts.batch_tokens)
+                    chain = tree.tokens[nodes]
+                    committed = np.concatenate([chain, ctx[-1:]]).astype(np.int64)  # all accepted + a bonus
+                    outcome = Outcome(context=ctx, tree=_chain_tree(int(ctx[-1]), chain),
+                                      accepted=np.arange(chain.shape[0] + 1, dtype=np.int64), committed=committed,
+                                      top_tokens=np.zeros((chain.shape[0] + 1, 0), np.int32),
+                                      top_probs=np.zeros((chain.shape[0] + 1, 0), np.float32))
+                    for d in drafters:
+                        d.observe(outcome)
+                    ctx = np.concatenate([ctx, committed])
+                for d in drafters:
+                    d.end()
+        finally:
+            self.memory = shared
 
     def propose(self, sampled_token_ids: list[list[int]], num_tokens_no_spec: np.ndarray, token_ids_cpu: np.ndarray,
                 slot_mappings: Any = None) -> list[list[int]]:

@@ -162,3 +162,9 @@ def test_the_rate_cut_drafts_fewer_tokens_for_as_many_steps():
     gain, rate = runs["gain"], runs["rate"]
     assert rate["drafted"] < 0.8 * gain["drafted"]
     assert rate["steps"] <= 1.05 * gain["steps"]
+
+
+def test_the_warm_up_leaves_no_trace():
+    p = _proposer(k=16)  # load_model ran the warm-up
+    assert p.memory.n_requests == 0 and not p.live
+    assert p.totals["drafted"] == 0 and p.calibrator.proposed.sum() == 0
