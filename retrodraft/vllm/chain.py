@@ -15,8 +15,14 @@ how many proposed nodes vLLM accepted, and maps a raw score to that bin's accept
 those after the first rejected one as not accepted: the rate is then the chance that the *path*
 to a node is accepted, which is what the gain above needs (counting only the nodes reached
 would estimate the chance given the parent was accepted, close to 1 deep in a good copy, and
-no cost would ever cut a chain). Only accepted/rejected counts enter, so every
-tensor-parallel rank, seeing the same sampled tokens, computes the same map.
+no cost would ever cut a chain). Counts are kept per depth too: a raw score means less deep in
+a chain than near its root. Only accepted/rejected counts enter, so every tensor-parallel rank,
+seeing the same sampled tokens, computes the same map.
+
+The proposer's default cut (``cut="rate"``) scales a node's calibrated score by its row's own
+recent record (:class:`RowTrust`) and raises the cost ``c`` to ``c * rate``, the engine's recent
+tokens per unit of step cost (:class:`SpeedRate`): the chain then maximises accepted tokens per
+unit of step time rather than per step.
 """
 
 from __future__ import annotations
