@@ -109,6 +109,12 @@ def run_one(a) -> dict:
     """One method in this process: every concurrency level, on one engine."""
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB of KV cache on vLLM's CPU build
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # numba keys its kernel cache by Python version only: sharing retrodraft's __pycache__ with
+    # another environment's numba (the main venv's), each overwrites the other's index and every
+    # fresh engine worker compiles the drafting kernels again.
+    from importlib.metadata import version
+
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "retrodraft" / f"numba-{version('numba')}"))
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams, TokensPrompt
 

@@ -21,12 +21,16 @@ Methods:
 * ``retrodraft[:key=value,...]``: :class:`retrodraft.vllm.proposer.RetroDraftProposer` itself, its
   ``propose`` called with the arguments vLLM passes (one row), with
   :class:`~retrodraft.vllm.options.VllmOptions` fields given as ``key=value`` (numbers parsed
-  as JSON, ``drafters=history+lookup``).
+  as JSON, ``drafters=history+lookup``, ``cut=gain``).
 
 Inputs: a ``vllm_bench.py`` results folder (its ``none`` method's concurrency-1 outputs, prompts
 rebuilt as the bench built them) or a ``retrodraft bench`` sequence-suite folder (its ``greedy``
 records). Per method: decode steps and tokens per decode step (the first token excluded) per
-request and overall, and for retrodraft where its chains fell short: steps whose whole chain was
+request and overall; the modelled decode cost ``steps + token_cost * drafted`` in one-token steps
+(``--token-cost``, default the proposer's ``min_score``: a drafted token lengthens a verify step
+by about that fraction) and tokens per unit of it (``tok/cost``), which is what decides the speed
+once drafted tokens cost time; and for retrodraft its drafting ms per step and where its chains
+fell short: steps whose whole chain was
 accepted although shorter than ``k`` (the continuation went on), and tokens the fused tree would
 have accepted beyond its chosen chain. A development tool: speed claims come from
 ``vllm_bench.py``.
@@ -167,6 +171,14 @@ def load_requests(folder: Path) -> tuple[str, str, list[tuple[np.ndarray, np.nda
     return cfg["model"], suite, [(p, o) for _, p, o in requests]
 
 
+def _value(text: str):
+    """A ``key=value`` option's value: JSON where it parses (numbers), else the text (``cut=gain``)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def make_method(spec: str, k: int, model: str):
     name, _, rest = spec.partition(":")
     if name == "ngram":
@@ -176,7 +188,7 @@ def make_method(spec: str, k: int, model: str):
         options = {}
         for item in filter(None, rest.split(",")):
             key, _, value = item.partition("=")
-            options[key] = value.split("+") if key == "drafters" else json.loads(value)
+            options[key] = value.split("+") if key == "drafters" else _value(value)
         vocab = json.loads((Path(model) / "config.json").read_text())["vocab_size"]
         return RetroDraftMethod(k, vocab, options, model)
     raise SystemExit(f"unknown method {spec!r}: ngram[:MIN:MAX] or retrodraft[:key=value,...]")
@@ -187,18 +199,25 @@ def main(argv=None) -> int:
     ap.add_argument("runs", nargs="+", type=Path, help="results folders (vllm_bench.py or retrodraft bench)")
     ap.add_argument("--k", type=int, default=16, help="num_speculative_tokens")
     ap.add_argument("--method", action="append", default=None, help="ngram[:MIN:MAX], retrodraft[:key=value,...]")
+    ap.add_argument("--token-cost", type=float, default=None,
+                    help="a drafted token's verify time in one-token steps, for the cost column "
+                         "(default: the proposer's min_score)")
     ap.add_argument("--out", type=Path, default=None,
                     help="a folder for results.json (every figure and the command) and report.md (the table)")
     a = ap.parse_args(argv)
     from retrodraft import models
 
     methods = a.method or ["ngram", "retrodraft"]
+    if a.token_cost is None:
+        from retrodraft.vllm.options import VllmOptions
+
+        a.token_cost = VllmOptions().min_score
     report, lines = [], []
     for folder in a.runs:
         model, suite, requests = load_requests(folder)
         path = str(models.cached_path(model) or model)
         lines.append(f"\n{folder.name} ({suite}, {len(requests)} requests, k={a.k}): tokens per decode step per "
-                     f"request, then all; short = whole chain accepted but < k; tree+ = tokens the tree would have added")
+                     f"request, then all; tok/cost = those tokens per (steps + token_cost x drafted); short = whole chain accepted but < k; tree+ = tokens the tree would have added")
         print(lines[-1])
         for spec in methods:
             method = make_method(spec, a.k, path)
@@ -207,14 +226,17 @@ def main(argv=None) -> int:
             steps = sum(r["steps"] for r in per)
             after_first = sum(r["tokens"] - 1 for r in per)
             drafted = sum(r["drafted"] for r in per)
+            cost = steps + a.token_cost * drafted
             row = {"run": str(folder), "method": spec, "k": a.k, "steps": steps, "tokens_per_step": after_first / steps,
-                   "drafted": drafted, "short_full": sum(r["short_full"] for r in per),
+                   "drafted": drafted, "cost": cost, "tokens_per_cost": after_first / cost, "short_full": sum(r["short_full"] for r in per),
                    "tree_extra": sum(r["tree_extra"] for r in per), "requests": per,
                    "draft_ms_per_step": stats.get("draft_seconds", 0) * 1000 / steps if stats else None}
             report.append(row)
             cells = " ".join(f"{(r['tokens'] - 1) / max(r['steps'], 1):5.2f}" for r in per)
-            extra = f"  short {row['short_full']:4d}  tree+ {row['tree_extra']:4d}" if stats else ""
-            lines.append(f"  {spec:<44} {cells} | {row['tokens_per_step']:5.2f}  steps {steps:5d}  drafted {drafted:6d}{extra}")
+            extra = (f"  short {row['short_full']:4d}  tree+ {row['tree_extra']:4d}  draft ms/step "
+                     f"{row['draft_ms_per_step']:5.2f}") if stats else ""
+            lines.append(f"  {spec:<44} {cells} | {row['tokens_per_step']:5.2f}  steps {steps:5d}  drafted {drafted:6d}  "
+                         f"tok/cost {row['tokens_per_cost']:5.2f}{extra}")
             print(lines[-1])
     if a.out:
         import shlex

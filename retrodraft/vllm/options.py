@@ -20,6 +20,8 @@ __all__ = ["VllmOptions", "TOKEN_DRAFTERS", "encode", "decode", "CLASS_PREFIX"]
 #: Drafters that need nothing but token ids (vLLM hands a custom proposer no logits).
 TOKEN_DRAFTERS = ("history", "lookup", "retrieval")
 CLASS_PREFIX = "RetroDraft_"
+#: Ways to cut a row's fused tree to its chain (see ``VllmOptions.cut``).
+CUTS = ("rate", "gain")
 
 
 @dataclass(frozen=True)
@@ -35,13 +37,21 @@ class VllmOptions:
         save_every: finished requests between saves of ``state``.
         stats: a JSON file the proposer rewrites when requests end (its counts, per request).
         nodes: draft-tree size asked of each drafter per row and step.
-        min_score: what one drafted token costs, in expected accepted tokens, with one row
-            (Qwen2.5-Coder-1.5B bf16 on 2 CPU cores in vLLM: a verify step took about 205 ms
-            plus 10 ms per drafted token, drafting included, so about 0.05; see docs/engines.md).
+        min_score: what one drafted token adds to a step, as a fraction of a one-token step,
+            with one row (Qwen2.5-Coder-1.5B bf16 on 2 CPU cores in vLLM: a step took 205-213 ms
+            plus 5-9.5 ms per drafted token, fitted from the committed runs' decode seconds,
+            steps and drafted counts, so 0.025-0.046; 0.05 errs towards drafting less; see
+            docs/engines.md). With ``cut="rate"`` a token must beat it times the speed-up.
         batch_cost: added to ``min_score`` per further row in the step: verification gets
             compute-bound as the batch grows, so drafting turns down.
         batch_tokens: drafted tokens per step over the whole batch, at most.
         memory_mb: byte budget of the engine's shared history memory.
+        cut: how a row's fused tree is cut to its chain. ``"rate"`` (default): scores
+            calibrated per depth and scaled by the row's own recent acceptance, and a drafted
+            token kept when its score beats its cost times the engine's recent speed-up
+            (:class:`~retrodraft.vllm.chain.SpeedRate`): the chain maximises accepted tokens
+            per unit of step time. ``"gain"``: the earlier cut (scores calibrated per score bin
+            only, kept when above the cost).
     """
 
     drafters: tuple[str, ...] = ("history", "lookup")
@@ -54,6 +64,7 @@ class VllmOptions:
     batch_cost: float = 0.04
     batch_tokens: int = 64
     memory_mb: int = 256
+    cut: str = "rate"
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -75,6 +86,8 @@ class VllmOptions:
         for label, v in (("min_score", self.min_score), ("batch_cost", self.batch_cost)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
                 raise ConfigError(f"{label} must be a number from 0 to 1, got {v!r}.")
+        if self.cut not in CUTS:
+            raise ConfigError(f"cut must be one of {', '.join(CUTS)}, got {self.cut!r}.")
         if self.extra:
             raise ConfigError(f"unknown option(s) {sorted(self.extra)}; known: "
                               f"{', '.join(f.name for f in fields(self) if f.name != 'extra')}.")

@@ -42,7 +42,7 @@ from ..drafters.retrieval import Retrieval
 from ..memory import SuffixMemory
 from ..tree import DraftTree
 from . import _runner, _state_io
-from .chain import Calibrator, allot, best_chain
+from .chain import Calibrator, RowTrust, SpeedRate, allot, best_chain
 from .options import CLASS_PREFIX, VllmOptions, decode
 from .rows import ContentRows
 
@@ -59,6 +59,10 @@ class _Live:
     seen: int = 0  # tokens the row held when the last chain was drafted
     chain: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     raw: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    depths: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    cal: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))  # calibrated, before trust
+    token_cost: float = 0.0  # what a drafted token cost when the chain was drafted
+    trust: RowTrust = field(default_factory=RowTrust)
     steps: int = 0
     drafted: int = 0
     accepted: int = 0
@@ -87,7 +91,9 @@ class RetroDraftProposer:
         self._keeper = History(memory=self.memory)  # loads and saves the shared memory
         if self.opts.state and _state_io.load_history(self.opts.state, self.tokenizer, self._keeper):
             log.info("retrodraft: %d requests loaded from %s", self.memory.n_requests, self.opts.state)
-        self.calibrator = Calibrator()
+        self._rate_cut = self.opts.cut == "rate"
+        self.calibrator = Calibrator(depth_buckets=5 if self._rate_cut else 1)
+        self.speed = SpeedRate()
         self.live: dict[Any, _Live] = {}
         self.finished: list[dict] = []
         self.totals = {"steps": 0, "row_steps": 0, "drafted": 0, "accepted": 0, "draft_seconds": 0.0,
@@ -105,6 +111,39 @@ class RetroDraftProposer:
         if self._view is None:
             log.warning("retrodraft: vLLM runner internals not found (untested vLLM version?): requests are "
                         "followed by their token ids instead.")
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Run the drafting kernels on two made-up requests (a throwaway memory, no counts kept),
+        so numba compiles them, or loads its cache, while the engine starts rather than inside
+        the first real requests' steps."""
+        shared = self.memory
+        self.memory = SuffixMemory(max_bytes=1 << 20)
+        try:
+            prompt = (np.arange(48, dtype=np.int64) % 7 + 1) % self.vocab_size
+            for _ in range(2):  # the second request finds the first in the memory
+                drafters = self._new_drafters()
+                for d in drafters:
+                    d.begin(Request(prompt=prompt, vocab_size=self.vocab_size))
+                ctx = prompt
+                for _ in range(3):
+                    tree = DraftTree.fuse([d.propose(ctx, self.opts.nodes) for d in drafters])
+                    cal = Calibrator(depth_buckets=5)(tree.scores, tree.depths)
+                    nodes = best_chain(tree, RowTrust()(cal, tree.depths), 0.05, self.k)
+                    allot([cal[nodes]], self.opts.batch_tokens)
+                    chain = tree.tokens[nodes]
+                    committed = np.concatenate([chain, ctx[-1:]]).astype(np.int64)  # all accepted + a bonus
+                    outcome = Outcome(context=ctx, tree=_chain_tree(int(ctx[-1]), chain),
+                                      accepted=np.arange(chain.shape[0] + 1, dtype=np.int64), committed=committed,
+                                      top_tokens=np.zeros((chain.shape[0] + 1, 0), np.int32),
+                                      top_probs=np.zeros((chain.shape[0] + 1, 0), np.float32))
+                    for d in drafters:
+                        d.observe(outcome)
+                    ctx = np.concatenate([ctx, committed])
+                for d in drafters:
+                    d.end()
+        finally:
+            self.memory = shared
 
     def propose(self, sampled_token_ids: list[list[int]], num_tokens_no_spec: np.ndarray, token_ids_cpu: np.ndarray,
                 slot_mappings: Any = None) -> list[list[int]]:
@@ -123,10 +162,10 @@ class RetroDraftProposer:
         for key in [k for k in self.live if k not in live]:
             self._end(key)
         active = sum(1 for s in sampled_token_ids if s)
-        cost = self.opts.min_score + self.opts.batch_cost * max(active - 1, 0)
+        token_cost = self.opts.min_score + self.opts.batch_cost * max(active - 1, 0)
         chains: list[np.ndarray] = [np.zeros(0, np.int64)] * n_rows
-        raws: list[np.ndarray] = [np.zeros(0, np.float32)] * n_rows
         cals: list[np.ndarray] = [np.zeros(0)] * n_rows
+        picked: list[tuple] = [()] * n_rows
         for i, s in enumerate(sampled_token_ids):
             if not s or keys[i] is None:
                 continue
@@ -134,17 +173,25 @@ class RetroDraftProposer:
             ctx = np.asarray(token_ids_cpu[i, :n], np.int64)
             req = self._follow(keys[i], ctx, s)
             tree = DraftTree.fuse([d.propose(ctx, self.opts.nodes) for d in req.drafters])
-            cal = self.calibrator(tree.scores)
-            nodes = best_chain(tree, cal, cost, self.k)
-            chains[i], raws[i] = tree.tokens[nodes], tree.scores[nodes]
-            cals[i] = np.minimum.accumulate(cal[nodes]) if len(nodes) else cal[nodes]
+            if self._rate_cut:  # see chain.SpeedRate and chain.RowTrust
+                cal = self.calibrator(tree.scores, tree.depths)
+                score = req.trust(cal, tree.depths)
+                nodes = best_chain(tree, score, token_cost * self.speed.rate, self.k)
+            else:
+                cal = score = self.calibrator(tree.scores)
+                nodes = best_chain(tree, score, token_cost, self.k)
+            chains[i] = tree.tokens[nodes]
+            picked[i] = (tree.scores[nodes], tree.depths[nodes].astype(np.int64), cal[nodes])
+            cals[i] = np.minimum.accumulate(score[nodes]) if len(nodes) else score[nodes]
         keep = allot(cals, self.opts.batch_tokens)
         out: list[list[int]] = [[] for _ in range(n_rows)]
         for i in range(n_rows):
             if keys[i] is None or keys[i] not in self.live or not sampled_token_ids[i]:
                 continue
             req = self.live[keys[i]]
-            req.chain, req.raw = chains[i][: keep[i]], raws[i][: keep[i]]
+            req.chain = chains[i][: keep[i]]
+            req.raw, req.depths, req.cal = (x[: keep[i]] for x in picked[i])
+            req.token_cost = token_cost
             req.seen = int(num_tokens_no_spec[i])
             req.drafted += len(req.chain)
             self.totals["drafted"] += len(req.chain)
@@ -183,7 +230,9 @@ class RetroDraftProposer:
             tree, accepted = DraftTree.root_only(int(before[-1])), np.zeros(1, np.int64)
         else:
             a = min(committed.shape[0] - 1, req.chain.shape[0])
-            self.calibrator.update(req.raw, a)
+            self.calibrator.update(req.raw, a, req.depths)
+            req.trust.update(req.depths, req.cal, a)
+            self.speed.update(a + 1, req.chain.shape[0], req.token_cost)
             req.accepted += a
             self.totals["accepted"] += a
             tree = _chain_tree(int(before[-1]), req.chain)

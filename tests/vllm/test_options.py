@@ -33,6 +33,7 @@ def test_options_round_trip_through_the_class_name(tmp_path):
     ({"drafters": ["lookup", "lookup"]}, "repeats"),
     ({"num_speculative_tokens": 0}, "num_speculative_tokens"),
     ({"min_score": 2}, "min_score"),
+    ({"cut": "sum"}, "cut must be one of"),
     ({"colour": "red"}, "unknown option"),
     ({"state": "somewhere"}, "pass model="),
 ])

@@ -144,3 +144,27 @@ def _fake_fp(monkeypatch):
 
     monkeypatch.setattr(state, "fingerprint", lambda tok: "fp-test")
     return _state_io
+
+
+def test_the_rate_cut_drafts_fewer_tokens_for_as_many_steps():
+    # prompts whose continuations the drafters mostly miss: the earlier cut ('gain') keeps
+    # drafting long chains that fail; 'rate' learns per row and depth and drafts fewer
+    rng = np.random.default_rng(3)
+    prompts = [rng.integers(0, VOCAB, size=30).tolist() for _ in range(6)]
+    runs = {}
+    for cut in ("gain", "rate"):
+        p = _proposer(k=16, cut=cut)
+        eng = _Engine(p)
+        for q in prompts:
+            eng.add(q, 80)
+            assert eng.run() == [_plain(q, 80)]
+        runs[cut] = p.stats()
+    gain, rate = runs["gain"], runs["rate"]
+    assert rate["drafted"] < 0.8 * gain["drafted"]
+    assert rate["steps"] <= 1.05 * gain["steps"]
+
+
+def test_the_warm_up_leaves_no_trace():
+    p = _proposer(k=16)  # load_model ran the warm-up
+    assert p.memory.n_requests == 0 and not p.live
+    assert p.totals["drafted"] == 0 and p.calibrator.proposed.sum() == 0
