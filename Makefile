@@ -63,7 +63,9 @@ test: venv models browser vllm
 test-vllm: vllm models
 	@$(VENV)/bin/retrodraft models path qwen2.5-coder-0.5b >/dev/null 2>&1 \
 		|| $(VENV)/bin/retrodraft models fetch qwen2.5-coder-0.5b
-	VLLM_CPU_KVCACHE_SPACE=1 HF_HUB_OFFLINE=1 $(VPY) -m pytest -q -p no:cacheprovider tests/vllm
+	# Its own numba cache: the vLLM venv's numba differs from the main venv's, and in the shared
+	# __pycache__ each would overwrite the other's compiled kernels.
+	NUMBA_CACHE_DIR=$(VVENV)/numba-cache VLLM_CPU_KVCACHE_SPACE=1 HF_HUB_OFFLINE=1 $(VPY) -m pytest -q -p no:cacheprovider tests/vllm
 
 test-all: venv models browser
 	$(PY) -m pytest -q
