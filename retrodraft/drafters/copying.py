@@ -44,6 +44,11 @@ _HYPOTHESIS_DEPTH = 12  # tokens drafted from each resume point before the outpu
 _MAX_SINCE = 48  # output tokens after a divergence before the pointer is given up
 _LOCAL_BONUS = 16  # a match in the current request wins unless the store's is this much longer
 _RULE_SRC, _RULE_OUT = 8, 16  # longest source / output span of a learnt edit rule
+#: Anchoring inside a step's committed tokens, where the step also left the source: the match
+#: that ends there must be this long. Replayed on the recorded refactor / json / agent outputs
+#: (benchmarks/vllm_replay.py), 4 tokens anchored on chance matches in free text and lost more
+#: steps on json and agent than it saved; 6 kept most of the refactor gain; 8 kept none.
+_INSIDE_MIN = 6
 
 
 @dataclass
@@ -212,6 +217,8 @@ class CopyPointer:
             fresh = self._anchor(local, store, new)
             if fresh is not None and (p is None or fresh.run >= max(self.min_anchor, len(p.since))):
                 p = fresh
+        if p is None and committed.shape[0] > 1:
+            p = self._anchor_inside(local, new, committed.shape[0])
         self._ptr = p
 
     def _follow(self, p: _Pointer, mem: SuffixAutomaton, toks: list[int]) -> list[int]:
@@ -291,6 +298,33 @@ class CopyPointer:
         keys = self._rule_first.setdefault(key[0], [])
         if key not in keys:
             keys.append(key)
+
+    def _anchor_inside(self, local: SuffixAutomaton | None, new: np.ndarray, c: int) -> _Pointer | None:
+        """A pointer anchored inside the ``c`` committed tokens at the end of ``new`` and moved over
+        the rest of them: diverged where they leave the source.
+
+        Why: one step often commits the tokens that copy the source *and* the first edited one
+        (``def f(`` then ``rows`` for ``data``). The whole context's suffix then matches nothing,
+        no pointer is set, and the edit is never learnt as a rule. The current request is searched
+        for the ``_INSIDE_MIN`` to 8 tokens ending ``t`` tokens before the end (fewest ``t``
+        first), at their earliest occurrence, as prompt lookup picks one.
+        """
+        if local is None or not local.n_tokens:
+            return None
+        n = new.shape[0]
+        for t in range(1, c):
+            for r in sorted({min(8, n - t), _INSIDE_MIN}, reverse=True):
+                if r < _INSIDE_MIN:
+                    continue
+                s = local.find_near(new[n - t - r: n - t], 0, local.n_tokens - t - r, local.generation)
+                if s < 0:
+                    continue
+                p = _Pointer(True, s + r, local.generation, n, r)
+                rest = self._follow(p, local, new[n - t:].tolist())
+                if rest:
+                    p.div, p.since = p.pos, rest
+                return p
+        return None
 
     def _anchor(self, local: SuffixAutomaton | None, store: SuffixAutomaton, new: np.ndarray) -> _Pointer | None:
         """A fresh pointer at the longest match of at least ``min_anchor`` tokens, if any; the

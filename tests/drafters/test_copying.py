@@ -104,6 +104,31 @@ def test_a_rename_is_learnt_and_applied_to_the_next_occurrence():
     assert c.cp._rules == {} and c.propose() == (None, None)
 
 
+def test_a_step_that_copies_then_edits_anchors_and_learns_the_edit():
+    src = _source()
+    x = int(src[40])
+    src[120] = x
+    out = src.copy()
+    out[out == x] = 7
+    c = _Copy(src)
+    c.feed(out[:3])  # too short to anchor
+    c.feed(out[3:41])  # one step: 37 copied tokens, then the edit - the context's suffix matches nothing
+    tree, _ = c.propose(32)
+    assert tree is not None and has_path(tree, src[41:53])  # resuming after the edit is drafted
+    c.feed(out[41:44])
+    assert c.cp._rules == {(x,): [(7,), 0, 0]}  # learnt: the next occurrence is drafted renamed
+    c.feed(out[44:110])
+    tree, _ = c.propose(32)
+    assert has_path(tree, out[110:142])
+
+
+def test_a_short_chance_match_inside_a_step_sets_no_pointer():
+    src = _source()
+    c = _Copy(src)
+    c.feed(np.concatenate([[9, 9], src[:5], [8]]))  # 5 copied tokens < _INSIDE_MIN, then a new one
+    assert c.propose() == (None, None)
+
+
 def test_a_pointer_into_the_store_dies_with_its_generation():
     src = _source()
     store = SuffixAutomaton(1 << 20)
