@@ -56,3 +56,11 @@ def test_the_serve_line_carries_the_config():
     assert line.startswith("vllm serve org/model --speculative-config '")
     spec = json.loads(line.split("--speculative-config ", 1)[1].strip("'"))
     assert spec == speculative_config(drafters=["history"], num_speculative_tokens=4)
+
+
+def test_the_readme_shows_the_server_lines_as_serve_command_prints_them():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert serve_command("MODEL") + "\n" in readme
+    assert serve_command("MODEL", cpu_build=True) + "\n" in readme
