@@ -14,6 +14,8 @@ output token is the bonus. Requests run in the recorded order on one proposer (o
 
 Methods:
 
+* ``suffix``: arctic-inference's ``SuffixDecodingCache`` as vLLM 0.32's ``suffix`` proposer drives it
+  (needs ``arctic_inference``: run with ``.venv-vllm/bin/python``).
 * ``ngram``: a re-implementation of vLLM 0.32's ``NgramProposer``
   (``v1/spec_decode/ngram_proposer.py``) with ``prompt_lookup_min=2, prompt_lookup_max=4`` as
   ``vllm_bench.py`` runs it (``ngram:MIN:MAX`` for others): the longest suffix n-gram of the row
@@ -88,6 +90,46 @@ class NgramMethod:
         return {}
 
 
+class SuffixMethod:
+    """vLLM 0.32's ``suffix`` proposer: arctic-inference's ``SuffixDecodingCache`` driven as
+    ``v1/spec_decode/suffix_decoding.py`` drives it, with vLLM's default settings (tree depth 24,
+    ``max_spec_factor`` 1, ``min_token_prob`` 0.1). Needs ``arctic_inference`` (in .venv-vllm:
+    ``bash benchmarks/install_arctic.sh .venv-vllm/bin/python``). Requests are numbered as they
+    start; each ends when the next one starts (one request at a time)."""
+
+    DEPTH, FACTOR, MIN_PROB = 24, 1.0, 0.1
+
+    def __init__(self, k: int) -> None:
+        try:
+            from arctic_inference.suffix_decoding import SuffixDecodingCache
+        except ImportError:
+            raise SystemExit("the suffix method needs arctic_inference: run this with .venv-vllm/bin/python") from None
+        self.k = k
+        self.cache = SuffixDecodingCache(max_tree_depth=self.DEPTH, max_cached_requests=10000)
+        self.n = 0
+        self.live: str | None = None
+
+    def begin(self, prompt: np.ndarray) -> None:
+        if self.live is not None:
+            self.cache.stop_request(self.live)
+        self.n += 1
+        self.live = f"r{self.n}"
+        self.cache.start_request(self.live, prompt.astype(np.int32))
+
+    def propose(self, sampled: list[int], tokens: np.ndarray) -> np.ndarray:
+        self.cache.add_active_response(self.live, list(sampled))
+        pattern = tokens[max(0, tokens.shape[0] - self.DEPTH):].astype(np.int32)
+        draft = self.cache.speculate(self.live, pattern, max_spec_tokens=self.k, max_spec_factor=self.FACTOR,
+                                     min_token_prob=self.MIN_PROB)
+        return np.asarray(draft.token_ids, np.int64)
+
+    def close(self) -> dict:
+        if self.live is not None:
+            self.cache.stop_request(self.live)
+            self.live = None
+        return {}
+
+
 class RetroDraftMethod:
     """The real proposer, called as vLLM calls it (one row), its trees recorded for diagnosis."""
 
@@ -128,6 +170,8 @@ def replay_request(method, prompt: np.ndarray, out: np.ndarray, k: int) -> dict:
     """Decode steps ``method`` needs for greedy's ``out`` after ``prompt``, as vLLM runs them."""
     tokens = np.concatenate([prompt, out[:1]]).astype(np.int64)
     sampled, i = [int(out[0])], 1
+    if hasattr(method, "begin"):
+        method.begin(prompt)
     steps = drafted = short_full = tree_extra = 0
     while i < out.shape[0]:
         chain = method.propose(sampled, tokens)[:k]
@@ -184,6 +228,8 @@ def make_method(spec: str, k: int, model: str):
     if name == "ngram":
         lo, hi = (int(x) for x in rest.split(":")) if rest else (NGRAM_MIN, NGRAM_MAX)
         return NgramMethod(k, lo, hi)
+    if name == "suffix":
+        return SuffixMethod(k)
     if name == "retrodraft":
         options = {}
         for item in filter(None, rest.split(",")):
@@ -191,7 +237,7 @@ def make_method(spec: str, k: int, model: str):
             options[key] = value.split("+") if key == "drafters" else _value(value)
         vocab = json.loads((Path(model) / "config.json").read_text())["vocab_size"]
         return RetroDraftMethod(k, vocab, options, model)
-    raise SystemExit(f"unknown method {spec!r}: ngram[:MIN:MAX] or retrodraft[:key=value,...]")
+    raise SystemExit(f"unknown method {spec!r}: ngram[:MIN:MAX], suffix or retrodraft[:key=value,...]")
 
 
 def main(argv=None) -> int:

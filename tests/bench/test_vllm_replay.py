@@ -82,3 +82,15 @@ def test_retrodraft_replays_with_the_real_proposer():
     assert stats["requests"] == 2 and first["steps"] < len(out) - 1
     assert second["steps"] <= first["steps"]
     assert (len(out) - 1) / second["steps"] > 4
+
+
+def test_suffix_replays_arctic_inference_as_vllm_drives_it():
+    pytest.importorskip("arctic_inference.suffix_decoding")  # .venv-vllm after benchmarks/install_arctic.sh
+    out = np.tile(np.arange(10, 30), 6)
+    method = R.make_method("suffix", 16, "unused")
+    first = R.replay_request(method, np.arange(10, 30), out, k=16)
+    second = R.replay_request(method, np.arange(40, 60), out, k=16)  # the cache holds the first output
+    method.close()
+    assert first["steps"] < len(out) - 1  # the prompt's and the output's repeats are drafted
+    assert second["steps"] <= first["steps"]
+    assert first["drafted"] > 0
