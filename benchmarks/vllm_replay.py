@@ -14,6 +14,8 @@ output token is the bonus. Requests run in the recorded order on one proposer (o
 
 Methods:
 
+* ``copy-oracle``: not a proposer - each step the longest run of greedy's next tokens found
+  earlier in the row (it sees the future): the most that copying from the request could save.
 * ``suffix``: arctic-inference's ``SuffixDecodingCache`` as vLLM 0.32's ``suffix`` proposer drives it
   (needs ``arctic_inference``: run with ``.venv-vllm/bin/python``).
 * ``ngram``: a re-implementation of vLLM 0.32's ``NgramProposer``
@@ -85,6 +87,37 @@ class NgramMethod:
 
     def propose(self, sampled: list[int], tokens: np.ndarray) -> np.ndarray:
         return ngram_chain(tokens, self.min_n, self.max_n, self.k)
+
+    def close(self) -> dict:
+        return {}
+
+
+class CopyOracleMethod:
+    """An upper bound for copying proposers: each step, the longest run of greedy's next tokens
+    (at most ``k``) found anywhere earlier in the row (prompt and output so far). It sees the
+    future, so it is no proposer; it says how many steps copying from the request itself could
+    save at best (not from other requests' memory, and an edit costs it a step as it would any
+    copier)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.future = np.zeros(0, np.int64)
+
+    def peek(self, future: np.ndarray) -> None:
+        self.future = future[: self.k]
+
+    def propose(self, sampled: list[int], tokens: np.ndarray) -> np.ndarray:
+        fut = self.future
+        if fut.shape[0] == 0:
+            return fut
+        starts = np.flatnonzero(tokens[:-1] == fut[0])  # an occurrence followed by a token
+        best, at = 0, -1
+        for s in starts.tolist():
+            n = min(fut.shape[0], tokens.shape[0] - s)
+            run = int(np.argmin(np.append(tokens[s:s + n] == fut[:n], False)))
+            if run > best:
+                best, at = run, s
+        return fut[:best].copy() if at >= 0 else fut[:0]
 
     def close(self) -> dict:
         return {}
@@ -174,6 +207,8 @@ def replay_request(method, prompt: np.ndarray, out: np.ndarray, k: int) -> dict:
         method.begin(prompt)
     steps = drafted = short_full = tree_extra = 0
     while i < out.shape[0]:
+        if hasattr(method, "peek"):
+            method.peek(out[i:])
         chain = method.propose(sampled, tokens)[:k]
         a = 0
         while a < chain.shape[0] and i + a < out.shape[0] and chain[a] == out[i + a]:
@@ -228,6 +263,8 @@ def make_method(spec: str, k: int, model: str):
     if name == "ngram":
         lo, hi = (int(x) for x in rest.split(":")) if rest else (NGRAM_MIN, NGRAM_MAX)
         return NgramMethod(k, lo, hi)
+    if name == "copy-oracle":
+        return CopyOracleMethod(k)
     if name == "suffix":
         return SuffixMethod(k)
     if name == "retrodraft":
@@ -237,7 +274,7 @@ def make_method(spec: str, k: int, model: str):
             options[key] = value.split("+") if key == "drafters" else _value(value)
         vocab = json.loads((Path(model) / "config.json").read_text())["vocab_size"]
         return RetroDraftMethod(k, vocab, options, model)
-    raise SystemExit(f"unknown method {spec!r}: ngram[:MIN:MAX], suffix or retrodraft[:key=value,...]")
+    raise SystemExit(f"unknown method {spec!r}: ngram[:MIN:MAX], suffix, copy-oracle or retrodraft[:key=value,...]")
 
 
 def main(argv=None) -> int:

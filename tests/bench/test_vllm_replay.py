@@ -94,3 +94,12 @@ def test_suffix_replays_arctic_inference_as_vllm_drives_it():
     assert first["steps"] < len(out) - 1  # the prompt's and the output's repeats are drafted
     assert second["steps"] <= first["steps"]
     assert first["drafted"] > 0
+
+
+def test_the_copy_oracle_copies_the_longest_earlier_run_of_the_future():
+    prompt = np.array([1, 2, 3, 4, 5, 9, 1, 2, 3, 7, 7])
+    out = np.array([1, 2, 3, 4, 5, 6])  # [2, 3, 4, 5] occurs in the prompt; 6 nowhere
+    oracle = R.make_method("copy-oracle", 16, "unused")
+    r = R.replay_request(oracle, prompt, out, k=16)
+    assert r["steps"] == 1 and r["drafted"] == 4  # 4 copied + 6 as the bonus
+    assert R.replay_request(oracle, prompt, out, k=2)["steps"] == 2  # k caps the copy
