@@ -20,6 +20,18 @@ had decoded in the fewest steps ``k`` allows, at this method's measured seconds 
 level runs on its own fresh engine. Chat prompts
 use the model's chat template; multi-turn Spec-Bench prompts send their first turn only.
 results.json stores the command.
+
+``--server`` runs the same methods behind `vllm serve` instead (``_vllm_server.py``): per method
+and concurrency a fresh server on 127.0.0.1 with the same engine settings and speculative config,
+one warm-up request, then the same token-id prompts through the ``openai`` client, ``C`` requests
+in flight (``--concurrency C``, a thread pool). Measured: output tokens per second (wall clock of
+the whole run), each request's latency, the mean acceptance length (vLLM's counters from
+``GET /metrics``) and retrodraft's drafting time per step. Offline and server runs of the same
+configuration share one ``--out`` folder; report.md has a table per mode::
+
+    python benchmarks/vllm_bench.py --model qwen2.5-coder-1.5b --dtype bfloat16 --suite refactor \\
+        --requests 16 --max-new-tokens 128 --concurrency 1,4,16 --methods none,retrodraft --server \\
+        --out benchmarks/results/vllm-qwen2.5-coder-1.5b-bf16-refactor-server
 """
 
 from __future__ import annotations
@@ -33,6 +45,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _vllm_report import render, run_key
 
 METHODS = ("none", "ngram", "suffix", "retrodraft")
 
@@ -50,6 +64,8 @@ def _args(argv=None):
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--max-model-len", type=int, default=4096)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--server", action="store_true",
+                    help="run each method behind `vllm serve` (OpenAI clients) instead of LLM.generate")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one method, write JSON
     return ap.parse_args(argv)
 
@@ -107,14 +123,7 @@ def _counters(llm) -> dict:
 
 def run_one(a) -> dict:
     """One method in this process: every concurrency level, on one engine."""
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB of KV cache on vLLM's CPU build
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    # numba keys its kernel cache by Python version only: sharing retrodraft's __pycache__ with
-    # another environment's numba (the main venv's), each overwrites the other's index and every
-    # fresh engine worker compiles the drafting kernels again.
-    from importlib.metadata import version
-
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "retrodraft" / f"numba-{version('numba')}"))
+    _env()
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams, TokensPrompt
 
@@ -212,7 +221,51 @@ def _split(split: dict, requests: list[dict]) -> dict:
                     "requests": requests}
 
 
+def _env() -> None:
+    """Environment defaults shared by both modes (the child processes inherit them)."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB of KV cache on vLLM's CPU build
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # numba keys its kernel cache by Python version only: sharing retrodraft's __pycache__ with
+    # another environment's numba (the main venv's), each overwrites the other's index and every
+    # fresh engine worker compiles the drafting kernels again.
+    from importlib.metadata import version
+
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "retrodraft" / f"numba-{version('numba')}"))
+
+
+def serve_one(a, method: str, concurrency: int) -> dict:
+    """One method at one concurrency behind a fresh `vllm serve` (see ``_vllm_server``)."""
+    import _vllm_server
+    from transformers import AutoTokenizer
+
+    _env()
+    model = _model_path(a.model)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    prompts = _prompts(a, tokenizer)
+    tmp = Path(tempfile.mkdtemp(prefix=f"vllm-serve-{method}-"))  # the server's log, the proposer's stats
+    stats = tmp / "stats.json"
+    run = _vllm_server.run(model, prompts, tokenizer("Hello")["input_ids"],
+                           _spec(method, a.k, model, str(stats)), concurrency=concurrency,
+                           max_tokens=a.max_new_tokens, dtype=a.dtype, max_model_len=a.max_model_len,
+                           stats=stats if method == "retrodraft" else None, log_dir=tmp, env=dict(os.environ))
+    return run | {"prompt_tokens": [len(p) for p in prompts]}
+
+
+def _offline_one(argv: list[str], method: str, c: str) -> dict:
+    """One method at concurrency ``c`` through ``LLM.generate``, in a child process (:func:`run_one`)."""
+    i = argv.index("--concurrency") if "--concurrency" in argv else -1
+    argv = (argv[:i] + argv[i + 2:] if i >= 0 else argv) + ["--concurrency", c]
+    r = subprocess.run([sys.executable, __file__, "--one", method] + argv, capture_output=True, text=True,
+                       env=dict(os.environ))
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed")
+    one = json.loads(r.stdout.strip().splitlines()[-1])
+    return one["runs"][c] | {"mode": "offline", "concurrency": int(c), "engine_start_s": one["engine_start_s"],
+                             "proposer_stats": one["proposer_stats"], "prompt_tokens": one["prompt_tokens"]}
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     a = _args(argv)
     if a.one:
         print(json.dumps(run_one(a)))
@@ -221,8 +274,9 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     import vllm
 
-    command = "python " + " ".join(shlex.quote(x) for x in ["benchmarks/vllm_bench.py"] + sys.argv[1:])
-    config = {k: v for k, v in vars(a).items() if k not in ("one", "methods", "concurrency")}
+    command = "python " + " ".join(shlex.quote(x) for x in ["benchmarks/vllm_bench.py"] + argv)
+    # the same configuration in both modes: offline and server runs share a results folder
+    config = {k: v for k, v in vars(a).items() if k not in ("one", "methods", "concurrency", "server")}
     config["vllm"] = vllm.__version__
     config["env"] = {k: os.environ.get(k, d) for k, d in (("VLLM_CPU_KVCACHE_SPACE", "2"), ("HF_HUB_OFFLINE", "1"))}
     results = {"config": config, "methods": {}}
@@ -231,46 +285,23 @@ def main(argv=None) -> int:
         old = json.loads(previous.read_text())
         if old.get("config") == config:
             results["methods"] = old["methods"]
+    mode = "server" if a.server else "offline"
     for m in a.methods.split(","):
         for c in a.concurrency.split(","):  # each level on a fresh engine: no cache warmed by another level
-            argv = sys.argv[1:]
-            i = argv.index("--concurrency") if "--concurrency" in argv else -1
-            argv = (argv[:i] + argv[i + 2:] if i >= 0 else argv) + ["--concurrency", c]
-            r = subprocess.run([sys.executable, __file__, "--one", m] + argv, capture_output=True, text=True,
-                               env=dict(os.environ))
-            if r.returncode != 0:
-                err = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed"
-                results["methods"].setdefault(m, {"runs": {}})["error"] = err
-                print(f"{m} x{c}: failed: {err}", file=sys.stderr)
+            try:
+                run = serve_one(a, m, int(c)) if a.server else _offline_one(argv, m, c)
+            except Exception as e:  # noqa: BLE001 -- one method failing keeps the others' results
+                results["methods"].setdefault(m, {"runs": {}})["error"] = f"{mode}: {e}"
+                print(f"{m} {mode} x{c}: failed: {e}", file=sys.stderr)
                 continue
-            one = json.loads(r.stdout.strip().splitlines()[-1])
             entry = results["methods"].setdefault(m, {"runs": {}})
-            entry["runs"][c] = one["runs"][c] | {"engine_start_s": one["engine_start_s"],
-                                                 "proposer_stats": one["proposer_stats"], "command": command}
-            entry["prompt_tokens"] = one["prompt_tokens"]
+            entry["prompt_tokens"] = run.pop("prompt_tokens", entry.get("prompt_tokens"))
+            entry["runs"][run_key(mode, c)] = run | {"command": command}
             (out / "results.json").write_text(json.dumps(results, indent=1))
-    base = results["methods"].get("none", {}).get("runs", {})
-    lines = ["| method | concurrency | tok/s | speedup over none | mean acceptance length | drafting ms/step "
-             "| prefill s | decode s | decode tok/s | decode steps | ms/decode step | ceiling tok/s "
-             "| identical to none |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for m, res in results["methods"].items():
-        for c, run in sorted(res.get("runs", {}).items(), key=lambda kv: int(kv[0])):
-            b = base.get(c)
-            mal = run["mean_acceptance_length"]
-            ps = run.get("proposer_stats") or {}
-            draft = ps.get("draft_ms_per_step")
-            cells = [m, c, f"{run['tok_s']:.2f}", f"{run['tok_s'] / b['tok_s']:.2f}x" if b else "-",
-                     f"{mal:.2f}" if mal else "-", f"{draft:.2f}" if draft is not None else "-"]
-            for key, fmt in (("prefill_s", "{:.1f}"), ("decode_s", "{:.1f}"), ("decode_tok_s", "{:.2f}"),
-                             ("decode_steps", "{}"), ("decode_ms_per_step", "{:.0f}"), ("ceiling_tok_s", "{:.2f}")):
-                cells.append(fmt.format(run[key]) if run.get(key) is not None else "-")
-            cells.append(str(run["outputs"] == b["outputs"]) if b else "-")
-            lines.append("| " + " | ".join(cells) + " |")
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    commands = sorted({run.get("command", "") for res in results["methods"].values()
-                       for run in res.get("runs", {}).values()} - {""})
-    (out / "report.md").write_text("".join(f"`{c}`\n\n" for c in commands) + "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    report = render(results)
+    (out / "report.md").write_text(report)
+    print(report)
     return 0
 
 

@@ -4,12 +4,10 @@ without speculation returns. Runs in .venv-vllm (`make test-vllm`); skipped with
 import json
 import os
 import shlex
-import signal
-import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +17,9 @@ if not hasattr(vllm, "LLM"):  # where vLLM is not installed, "vllm" finds this t
 openai = pytest.importorskip("openai")
 
 from retrodraft.vllm import serve_command  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from _vllm_server import free_port, start, stop  # noqa: E402  (shared with vllm_bench.py --server)
 
 pytestmark = pytest.mark.vllm
 
@@ -38,50 +39,15 @@ def _model():
     return out.stdout.strip()
 
 
-def _port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serve(args, log):
     """Start ``args`` (a `python -m ...` server line, split) on a free port; wait until it answers."""
-    port = _port()
-    cmd = [sys.executable] + args[1:] + ["--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
+    cmd = [sys.executable] + args[1:] + ["--host", "127.0.0.1", "--port", str(free_port()), "--dtype", "float32",
                                    "--max-model-len", "1024", "--enforce-eager", "--max-num-seqs", "8", "--seed", "0"]
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1", PYTHONPATH=os.getcwd())
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=5)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"vllm serve exited with {proc.returncode}; see {log.name}")
-        try:
-            client.models.list()
-            return proc, client
-        except openai.APIConnectionError:
-            time.sleep(1)
-    _stop(proc)
-    raise AssertionError(f"vllm serve did not answer in 240 s; see {log.name}")
-
-
-def _stop(proc):
-    """Stop the server and every process it started (its own session), then wait for them."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # its workers share the process group
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
+    try:
+        return start(cmd, log, env, timeout=240)
+    except RuntimeError as e:
+        raise AssertionError(str(e)) from None
 
 
 def _complete(client, model):
@@ -105,7 +71,7 @@ def test_four_concurrent_clients_get_the_plain_server_s_outputs(tmp_path):
             try:
                 outputs.append(_complete(client, model))
             finally:
-                _stop(proc)
+                stop(proc)
     assert outputs[0] == outputs[1]
     assert all(len(t) > 0 for t in outputs[0])
     drafted = json.loads(stats.read_text())
