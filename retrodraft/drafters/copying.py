@@ -313,9 +313,10 @@ class CopyPointer:
             return None
         n = new.shape[0]
         for t in range(1, c):
-            for r in sorted({min(8, n - t), _INSIDE_MIN}, reverse=True):
-                if r < _INSIDE_MIN:
-                    continue
+            longest = min(8, n - t)
+            if longest < _INSIDE_MIN:  # n - t only shrinks as t grows
+                break
+            for r in dict.fromkeys((longest, _INSIDE_MIN)):
                 s = local.find_near(new[n - t - r: n - t], 0, local.n_tokens - t - r, local.generation)
                 if s < 0:
                     continue

@@ -83,12 +83,18 @@ def test_after_a_substitution_the_resume_points_are_drafted():
     assert tree.paths() == [src[53:85].tolist()]
 
 
-def test_a_rename_is_learnt_and_applied_to_the_next_occurrence():
+def _renamed():
+    """A source whose token at 40 recurs at 120, and the output with it renamed to 7 both times."""
     src = _source()
     x = int(src[40])
     src[120] = x
     out = src.copy()
     out[out == x] = 7
+    return src, out, x
+
+
+def test_a_rename_is_learnt_and_applied_to_the_next_occurrence():
+    src, out, x = _renamed()
     c = _Copy(src)
     c.feed(out[:40])
     c.feed(out[40:41])  # diverges at 40
@@ -105,11 +111,7 @@ def test_a_rename_is_learnt_and_applied_to_the_next_occurrence():
 
 
 def test_a_step_that_copies_then_edits_anchors_and_learns_the_edit():
-    src = _source()
-    x = int(src[40])
-    src[120] = x
-    out = src.copy()
-    out[out == x] = 7
+    src, out, x = _renamed()
     c = _Copy(src)
     c.feed(out[:3])  # too short to anchor
     c.feed(out[3:41])  # one step: 37 copied tokens, then the edit - the context's suffix matches nothing
